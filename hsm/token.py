@@ -235,7 +235,11 @@ def _load_module(module: Path) -> Any:
     try:
         return pkcs11.lib(str(module))
     except p11.PKCS11Error as exc:
-        raise ModuleLoadError(f"{module} cannot be loaded as a PKCS#11 module ({exc}); fix the module path") from None
+        detail = str(exc) or f"PKCS#11 error {type(exc).__name__}"
+        raise ModuleLoadError(
+            f"PKCS#11 module {module} cannot be loaded or initialised ({detail}); fix the module path "
+            "and the module's configuration (SoftHSM2: the file SOFTHSM2_CONF names and its token directory)"
+        ) from None
 
 
 def _translated(fn: Callable[[], T], token_label: str) -> T:

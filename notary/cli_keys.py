@@ -158,11 +158,12 @@ def _activate(args: argparse.Namespace) -> int:
     def change(keyring: Keyring | None) -> Keyring:
         keyring = _existing(keyring, args.keyring)
         key = keyring.key(args.key)
+        activated = keyring.activate(key.key_id.hex())  # refuses a key that is not pending, before any login
         with _open_token(args) as token:
             signature = signer_for(token, key).sign_blocking(PROBE_MESSAGE)
         if not _verifier_key(keyring, key).is_valid(PROBE_MESSAGE, signature):
             raise TokenError(f"key {key.key_id.hex()} in token {args.token!r} made a signature that does not verify; do not use it")
-        return keyring.activate(key.key_id.hex())
+        return activated
 
     keyring = keyring_file.update(args.keyring, change)
     key = keyring.key(args.key)
