@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pkcs11
 import pkcs11.exceptions as p11
-from pkcs11 import Attribute, MechanismFlag, ObjectClass
+from pkcs11 import Attribute, MechanismFlag, ObjectClass, TokenFlag
 
 from hsm.algorithms import ALGORITHMS, Algorithm, key_id_for
 from hsm.errors import (
@@ -95,7 +95,7 @@ class Token:
             lib = _load_module(config.module)
             tokens = list(lib.get_tokens(token_label=config.token_label))
             if len(tokens) != 1:
-                present = sorted({t.label for t in lib.get_tokens()})
+                present = sorted({t.label for t in lib.get_tokens() if t.flags & TokenFlag.TOKEN_INITIALIZED})
                 listing = ", ".join(repr(label) for label in present) or "none"
                 if not tokens:
                     raise TokenNotFoundError(
