@@ -22,7 +22,7 @@ from notary.entry import Entry, parse_digest_hex, parse_entry
 from notary.errors import FormatError, VerificationError
 from notary.note import Note, parse_note, parse_verifier_key, verify_note
 from notary.tlogproof import TlogProof, parse_tlog_proof, verify_tlog_proof
-from tests.support import SoftwareSigner
+from tests.support import SoftwareSigner, examples
 from tests.vectors.generate import ECDSA_SCALAR, ED25519_SEED
 
 V = json.loads((Path(__file__).parent / "vectors" / "formats.json").read_text())
@@ -316,7 +316,7 @@ def mutated(draw, seeds):
 
 
 @pytest.mark.parametrize("name", list(PARSERS))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_parsers_raise_only_format_error(name, data):
     parse, seeds = PARSERS[name]
@@ -327,7 +327,7 @@ def test_parsers_raise_only_format_error(name, data):
         pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(data=st.data())
 def test_verifying_fuzzed_proofs_raises_only_our_errors(data):
     blob = data.draw(mutated([v["text"].encode() for v in V["tlog_proofs"]]), label="proof")
@@ -337,7 +337,7 @@ def test_verifying_fuzzed_proofs_raises_only_our_errors(data):
         pass
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(digest=st.binary(min_size=32, max_size=32), source=st.text(max_size=80))
 def test_entry_round_trip_property(digest, source):
     try:
