@@ -124,6 +124,19 @@ def test_event_record_is_canonical_json_with_sorted_keys_and_a_hash_chain() -> N
     assert second.prev == first.digest().hex()
 
 
+def test_documented_key_event_example_matches() -> None:
+    """The records and digests printed in docs/KEYS.md are what the code produces."""
+    doc = (Path(__file__).parents[2] / "docs" / "KEYS.md").read_text()
+    block = doc.split("Example (the RFC 8032")[1].split("```")[1].strip().split("\n\n")
+    ring = Keyring("example.com/log").generate(
+        hashlib.sha256(ED_PUB).digest()[:16], "checkpoint-2026", "ed25519", ED_PUB, now=T0
+    ).activate("checkpoint-2026", now=T0)
+    for event, documented in zip(ring.events, block, strict=True):
+        record, digest_line = documented.split("\n")
+        assert event.record() == record.encode()
+        assert hashlib.sha256(record.encode()).hexdigest() == digest_line.removeprefix("SHA-256: ") == event.digest().hex()
+
+
 def test_unlogged_events_are_those_after_the_last_logged_digest() -> None:
     ring = generated(Keyring(ORIGIN)).activate("k", now=T0)
     assert ring.unlogged_events(None) == list(ring.events)
