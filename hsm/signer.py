@@ -32,11 +32,6 @@ class HSMSigner:
         self.public_key = key.public_key
         self._private_key = token.private_key(key.key_id)
 
-    @classmethod
-    def open(cls, token: Token, key_id: bytes) -> HSMSigner:
-        """The signer for the key pair with CKA_ID ``key_id``."""
-        return cls(token, token.key(key_id))
-
     async def sign(self, message: bytes) -> bytes:
         return self.algorithm.encode_signature(await self.token.call_async(self._operation(message)))
 
