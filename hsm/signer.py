@@ -14,6 +14,9 @@ that is pending or retired gets no signer, so it cannot sign.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+
+import pkcs11
 
 from hsm.errors import KeyringError
 from hsm.keyring import Keyring, KeyRecord
@@ -39,7 +42,7 @@ class HSMSigner:
         """``sign`` for threads that are not running an event loop."""
         return self.algorithm.encode_signature(self.token.call(self._operation(message)))
 
-    def _operation(self, message: bytes):  # -> Callable[[pkcs11.Session], bytes]
+    def _operation(self, message: bytes) -> Callable[[pkcs11.Session], bytes]:
         data = self.algorithm.to_sign(message)  # hashed here, off the PKCS#11 thread
         return lambda session: self._private_key.sign(data, mechanism=self.algorithm.mechanism)
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hsm import keyring as keyring_file
 from hsm.algorithms import ECDSA_P256, ED25519
@@ -33,9 +35,6 @@ def generated(keyring: Keyring, public_key: bytes = ED_PUB, label: str = "k") ->
 
 
 def other_ed_key(n: int) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
     return Ed25519PrivateKey.from_private_bytes(bytes([n]) * 32).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
