@@ -131,9 +131,10 @@ class Token:
         future = _pkcs11_thread().submit(_translated, lambda: fn(self._session), self.config.token_label)
         return await asyncio.wrap_future(future)
 
-    def require(self, algorithm: Algorithm) -> None:
-        """Raise ``MechanismError`` unless the token can generate and sign with ``algorithm``."""
-        missing = [m for m in (algorithm.keygen, algorithm.mechanism) if m not in self._mechanisms]
+    def require(self, algorithm: Algorithm, *, generate: bool = False) -> None:
+        """Raise ``MechanismError`` unless the token can sign (and ``generate`` keys) with ``algorithm``."""
+        needed = (algorithm.keygen, algorithm.mechanism) if generate else (algorithm.mechanism,)
+        missing = [m for m in needed if m not in self._mechanisms]
         if missing:
             names = " and ".join(f"CKM_{m.name}" for m in missing)
             others = ", ".join(a.name for a in ALGORITHMS.values() if a is not algorithm)
@@ -149,7 +150,7 @@ class Token:
         Its CKA_ID is derived from the public key, which exists only after
         generation, so the pair is created under a random id and then renamed.
         """
-        self.require(algorithm)
+        self.require(algorithm, generate=True)
 
         def generate(session: pkcs11.Session) -> TokenKey:
             public, private = session.generate_keypair(

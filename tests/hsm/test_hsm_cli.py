@@ -149,6 +149,10 @@ def test_mechanism_unsupported(keys, softhsm) -> None:
         "use another algorithm (ecdsa-p256)",
     )
     assert keys("generate", "--label", "ec", "--name", ORIGIN, conf=conf).returncode == 0
+    # An Ed25519 key made elsewhere cannot be activated where CKM_EDDSA is missing.
+    assert keys("generate", "--label", "ed", "--algorithm", "ed25519").returncode == 0
+    result = keys("activate", "ed", conf=conf)
+    one_sentence(result, MechanismError, f"token '{TOKEN_LABEL}' does not support ed25519 (no CKM_EDDSA)")
 
 
 def test_retiring_the_only_active_key_is_refused(keys, tmp_path: Path) -> None:
