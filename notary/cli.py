@@ -14,6 +14,7 @@ import sys
 
 # Command modules, in the order their commands appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
+    "notary.cli_devtsa",
 )
 
 
@@ -45,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_reportable(exc: BaseException) -> bool:
     """Errors we raise on purpose carry a sentence for a person; others are bugs."""
+    from anchors.errors import AnchorError
     from notary.errors import NotaryError
 
-    return isinstance(exc, (NotaryError,))
+    return isinstance(exc, (NotaryError, AnchorError))
 
 
 if __name__ == "__main__":
