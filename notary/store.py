@@ -1,0 +1,338 @@
+"""The durable Merkle log: SQLite (WAL, synchronous=FULL) holding hash tiles and entries.
+
+Layout (docs/FORMATS.md, "Store"): the C2SP tlog-tiles idea with tiles of
+height 4. Tile ``(L, N)`` holds the hashes of the tree nodes at level ``4*L``
+with indices ``16*N .. 16*N+15`` (fewer in the rightmost, partial tile). Level-0
+tiles hold the leaf hashes. Any complete subtree hash is then at most 15
+SHA-256 calls away from one tile read, so a tree head or proof is O(log n)
+reads, and the store holds about 1.07 hashes per leaf.
+
+Guarantees:
+- An append (entries or precomputed leaf hashes) is one transaction: after a
+  crash the store holds exactly the committed appends (tests/test_store.py,
+  ``test_kill_mid_append_keeps_exactly_committed_batches``).
+- Opening never rebuilds anything: the tree size is read off the last level-0
+  tile and the shape of every level is checked in O(log n) queries.
+- Tiles that are complete never change, so they are cached (bounded LRU);
+  memory does not grow with the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from notary import merkle
+from notary.errors import StoreError
+
+FORMAT_NAME = "merkle-notary-store"
+FORMAT_VERSION = 1
+
+TILE_HEIGHT = 4  # tree levels per tile level (1 <= TILE_HEIGHT, fixed for a store's life)
+TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
+TILE_BYTES = TILE_WIDTH * merkle.HASH_SIZE
+_LEVEL_SHIFT = 48  # tile row id = tile level << 48 | tile index (2**48 tiles a level is ample)
+_PAGE_SIZE = 8192  # fits 15 full tiles a page; the 4 KiB default wastes one tile's room in eight
+DEFAULT_TILE_CACHE = 4096  # complete tiles kept in memory: 2 MiB
+_CACHED_LEVEL = 2 * TILE_HEIGHT  # subtree hashes this high or higher are memoized
+DEFAULT_NODE_CACHE = 1 << 17  # memoized subtree hashes: about 20 MiB at most
+
+_sha256 = hashlib.sha256
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tiles (id INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
+CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+"""
+
+
+def _tile_id(level: int, index: int) -> int:
+    return level << _LEVEL_SHIFT | index
+
+
+def _full_tile_root(buf: bytes, offset: int) -> bytes:
+    """Root of the 16 hashes at ``buf[offset:offset + TILE_BYTES]``."""
+    hs = [buf[i : i + 32] for i in range(offset, offset + TILE_BYTES, 32)]
+    while len(hs) > 1:
+        hs = [_sha256(b"\x01" + hs[i] + hs[i + 1]).digest() for i in range(0, len(hs), 2)]
+    return hs[0]
+
+
+class LogStore:
+    """An append-only Merkle log in one SQLite file. Not thread-safe: one per thread."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
+                 tile_cache: int = DEFAULT_TILE_CACHE, node_cache: int = DEFAULT_NODE_CACHE) -> None:
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise StoreError(f"no log store at {self.path}")
+        if create and readonly:
+            raise StoreError("a store cannot be created read-only")
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_limit = tile_cache
+        self._nodes: dict[tuple[int, int], bytes] = {}  # insertion-ordered: evicts the oldest
+        self._node_limit = node_cache
+        self._head: tuple[int, bytes] | None = None
+        try:
+            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open log store {self.path}: {exc}") from None
+        try:
+            self._setup(create, readonly)
+            self._size = self._read_size()
+            self._check_shape(self._size)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"log store {self.path} is unreadable: {exc}") from None
+        except StoreError:
+            self._db.close()
+            raise
+
+    # -- opening ------------------------------------------------------------
+
+    def _setup(self, create: bool, readonly: bool) -> None:
+        db = self._db
+        fresh = create and not db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+        if fresh:
+            db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
+        if not readonly:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"log store {self.path} cannot use write-ahead logging (journal mode {mode})")
+        # FULL: a commit returns only after the WAL is fsynced, so an
+        # acknowledged append survives power loss, not only a process crash.
+        db.execute("PRAGMA synchronous = FULL")
+        if fresh:
+            with self._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("format", FORMAT_NAME), ("version", str(FORMAT_VERSION)), ("tile_height", str(TILE_HEIGHT))],
+                )
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.OperationalError:
+            raise StoreError(f"{self.path} is not a merkle-notary log store (no meta table)") from None
+        if meta.get("format") != FORMAT_NAME:
+            raise StoreError(f"{self.path} is not a merkle-notary log store (format {meta.get('format')!r})")
+        if meta.get("version") != str(FORMAT_VERSION):
+            raise StoreError(
+                f"log store {self.path} has format version {meta.get('version')}, this software reads version {FORMAT_VERSION}"
+            )
+        if meta.get("tile_height") != str(TILE_HEIGHT):
+            raise StoreError(f"log store {self.path} has tile height {meta.get('tile_height')}, expected {TILE_HEIGHT}")
+
+    def _last_tile(self, level: int) -> tuple[int, int] | None:
+        """(index, byte length) of the last tile of a tile level, or None."""
+        row = self._db.execute(
+            "SELECT id, length(hashes) FROM tiles WHERE id >= ? AND id < ? ORDER BY id DESC LIMIT 1",
+            (_tile_id(level, 0), _tile_id(level + 1, 0)),
+        ).fetchone()
+        return None if row is None else (row[0] - _tile_id(level, 0), row[1])
+
+    def _read_size(self) -> int:
+        last = self._last_tile(0)
+        if last is None:
+            return 0
+        index, length = last
+        if length % merkle.HASH_SIZE or not 0 < length <= TILE_BYTES:
+            raise StoreError(f"log store {self.path} is corrupt: leaf tile {index} is {length} bytes")
+        return index * TILE_WIDTH + length // merkle.HASH_SIZE
+
+    def _check_shape(self, size: int) -> None:
+        """Every tile level must hold exactly the nodes a tree of ``size`` leaves has."""
+        level = 0
+        while True:
+            nodes = size >> (TILE_HEIGHT * level)
+            last = self._last_tile(level)
+            if nodes == 0:
+                if last is not None:
+                    raise StoreError(f"log store {self.path} is corrupt: tile level {level} has tiles a tree of {size} leaves does not have")
+                return
+            want = ((nodes - 1) // TILE_WIDTH, (nodes - 1) % TILE_WIDTH + 1)
+            if last is None or last != (want[0], want[1] * merkle.HASH_SIZE):
+                got = "none" if last is None else f"tile {last[0]} of {last[1] // merkle.HASH_SIZE} hashes"
+                raise StoreError(
+                    f"log store {self.path} is corrupt: tile level {level} should end with tile {want[0]} "
+                    f"of {want[1]} hashes for a tree of {size} leaves, found {got}"
+                )
+            level += 1
+
+    # -- reading ------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of leaves committed."""
+        return self._size
+
+    def refresh(self) -> int:
+        """Re-read the size, to see appends committed through another connection."""
+        self._size = self._read_size()
+        return self._size
+
+    def _tile(self, level: int, index: int) -> bytes:
+        tid = _tile_id(level, index)
+        data = self._cache.get(tid)
+        if data is not None:
+            self._cache.move_to_end(tid)
+            return data
+        row = self._db.execute("SELECT hashes FROM tiles WHERE id = ?", (tid,)).fetchone()
+        if row is None:
+            raise StoreError(f"log store {self.path} is missing tile {index} of level {level}")
+        data = row[0]
+        if len(data) == TILE_BYTES:  # complete tiles never change
+            self._cache[tid] = data
+            if len(self._cache) > self._cache_limit:
+                self._cache.popitem(last=False)
+        return data
+
+    def subtree_hash(self, level: int, index: int) -> bytes:
+        """Hash of the complete subtree of height ``level`` over leaves [index*2**level, (index+1)*2**level)."""
+        if level >= _CACHED_LEVEL:
+            node = self._nodes.get((level, index))
+            if node is not None:
+                return node
+        tile_level, rise = divmod(level, TILE_HEIGHT)
+        first = index << rise  # first node of the subtree at level TILE_HEIGHT*tile_level
+        tile_index, offset = divmod(first, TILE_WIDTH)
+        data = self._tile(tile_level, tile_index)
+        end = (offset + (1 << rise)) * 32
+        if end > len(data):
+            raise StoreError(f"log store {self.path} has no complete subtree at level {level}, index {index}")
+        if rise == 0:
+            node = data[end - 32 : end]
+        else:
+            hs = [data[i : i + 32] for i in range(offset * 32, end, 32)]
+            while len(hs) > 1:
+                hs = [_sha256(b"\x01" + hs[i] + hs[i + 1]).digest() for i in range(0, len(hs), 2)]
+            node = hs[0]
+        if level >= _CACHED_LEVEL:
+            # Complete subtrees never change; the high ones are shared by most proofs.
+            self._nodes[(level, index)] = node
+            if len(self._nodes) > self._node_limit:
+                self._nodes.pop(next(iter(self._nodes)))
+        return node
+
+    def _check_size(self, size: int | None) -> int:
+        if size is None:
+            return self._size
+        if not 0 <= size <= self._size:
+            raise StoreError(f"tree size {size} is not in the log, which has {self._size} leaves")
+        return size
+
+    def tree_hash(self, size: int | None = None) -> bytes:
+        """Root hash of the tree of the first ``size`` leaves (default: all)."""
+        size = self._check_size(size)
+        if self._head is not None and self._head[0] == size:
+            return self._head[1]
+        root = merkle.tree_hash(size, self.subtree_hash)
+        if size == self._size:
+            self._head = (size, root)
+        return root
+
+    def leaf_hash(self, index: int) -> bytes:
+        if not 0 <= index < self._size:
+            raise StoreError(f"leaf index {index} is not in the log, which has {self._size} leaves")
+        return self.subtree_hash(0, index)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        size = self._check_size(size)
+        if not 0 <= index < size:
+            raise StoreError(f"leaf index {index} is not in a tree of size {size}")
+        return merkle.inclusion_proof(index, size, self.subtree_hash)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        new_size = self._check_size(new_size)
+        if not 0 <= old_size <= new_size:
+            raise StoreError(f"no consistency proof from tree size {old_size} to {new_size}")
+        return merkle.consistency_proof(old_size, new_size, self.subtree_hash)
+
+    def entry(self, index: int) -> bytes | None:
+        """The entry at ``index``, or None where a precomputed leaf hash was appended."""
+        if not 0 <= index < self._size:
+            raise StoreError(f"leaf index {index} is not in the log, which has {self._size} leaves")
+        row = self._db.execute("SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- appending ----------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def append_entries(self, entries: Sequence[bytes]) -> int:
+        """Append entries (leaf hash SHA-256(0x00 || entry)); return the index of the first."""
+        leaf = merkle.leaf_hash
+        return self._append([leaf(e) for e in entries], entries)
+
+    def append_leaf_hashes(self, hashes: Sequence[bytes]) -> int:
+        """Append precomputed leaf hashes (no entries kept); return the index of the first."""
+        for i, h in enumerate(hashes):
+            if not isinstance(h, bytes) or len(h) != merkle.HASH_SIZE:
+                raise StoreError(f"leaf hash {i} of the batch is not {merkle.HASH_SIZE} bytes")
+        return self._append(hashes, None)
+
+    def _append(self, leaves: Sequence[bytes], entries: Sequence[bytes] | None) -> int:
+        start = self._size
+        if not leaves:
+            return start
+        try:
+            with self._transaction():
+                # Another writer on the same file would make our size stale;
+                # appending on top of it would corrupt the tiles.
+                if self._read_size() != start:
+                    raise StoreError(f"log store {self.path} was appended to by another writer")
+                if entries is not None:
+                    self._db.executemany(
+                        "INSERT INTO entries (idx, entry) VALUES (?, ?)",
+                        zip(range(start, start + len(entries)), entries),
+                    )
+                self._db.executemany("INSERT OR REPLACE INTO tiles (id, hashes) VALUES (?, ?)",
+                                     self._tile_rows(start, leaves))
+        except sqlite3.Error as exc:
+            raise StoreError(f"append to log store {self.path} failed, nothing was appended: {exc}") from None
+        self._size = start + len(leaves)
+        self._head = None
+        return start
+
+    def _tile_rows(self, start: int, nodes: Sequence[bytes]) -> list[tuple[int, bytes]]:
+        """The tile rows that change when ``nodes`` are appended at leaf index ``start``.
+
+        At each tile level, the new nodes extend the partial tile (if any);
+        every tile they complete contributes one new node to the level above.
+        """
+        rows: list[tuple[int, bytes]] = []
+        level = 0
+        while nodes:
+            tile_index, offset = divmod(start, TILE_WIDTH)
+            head = self._tile(level, tile_index)[: offset * 32] if offset else b""
+            buf = head + b"".join(nodes)
+            for i in range(0, len(buf), TILE_BYTES):
+                rows.append((_tile_id(level, tile_index + i // TILE_BYTES), buf[i : i + TILE_BYTES]))
+            nodes = [_full_tile_root(buf, off) for off in range(0, len(buf) - TILE_BYTES + 1, TILE_BYTES)]
+            start = tile_index
+            level += 1
+        return rows
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
