@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import hashlib
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,23 @@ def test_seaweedfs_stops_and_leaves_nothing_behind():
     assert proc.poll() is not None
     assert not data_dir.exists()
     assert not [p for p in sockets if p.exists()]  # ... and stop() removed them
+
+
+def test_limitation_seaweedfs_filer_api_bypasses_object_lock(seaweed, s3, bucket):
+    """Documents a limit, not a guarantee: SeaweedFS enforces Object Lock in its
+    S3 gateway only. Its filer HTTP API (unauthenticated by default) deletes a
+    COMPLIANCE-locked version outright, so dev SeaweedFS proves our S3 calls,
+    not the immutability of the storage behind it (docs/OPERATIONS.md). The
+    reader then no longer lists the seal: only comparing against the
+    checkpoints the log signed reveals the gap. If this test starts failing,
+    SeaweedFS changed and the documentation should say so."""
+    receipt = publish(s3, bucket, 9, seal_bytes(9))
+    filer = seaweed.ports["filer.port"]
+    path = f"/buckets/{bucket}/{receipt.key}.versions/v_{receipt.version_id}"
+    request = urllib.request.Request(f"http://127.0.0.1:{filer}{path}", method="DELETE")
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 204
+    with pytest.raises(ClientError) as gone:
+        s3.get_object(Bucket=bucket, Key=receipt.key, VersionId=receipt.version_id)
+    assert gone.value.response["Error"]["Code"] == "NoSuchVersion"
+    assert reader_seals(s3, bucket) == []
