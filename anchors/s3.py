@@ -49,6 +49,9 @@ SEAL_CONTENT_TYPE = "application/json"
 # Reading back a much larger object at a seal key is itself suspicious.
 MAX_SEAL_BYTES = 1024 * 1024
 
+# Errors S3 documents as "slow down and retry", whatever their HTTP status.
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "RequestTimeout"})
+
 _SEAL_KEY = re.compile(r"seals/(\d{20})\.json")
 
 
@@ -166,10 +169,13 @@ class _S3:
             raise S3UnavailableError(f"S3 bucket {self.bucket} could not be reached for {operation} ({exc})") from None
 
     def _failed(self, operation: str, exc: ClientError) -> S3Error:
+        """``S3UnavailableError`` for server-side and throttling errors (retry later), ``S3Error`` otherwise."""
         error = exc.response.get("Error", {})
-        return S3UnavailableError(
-            f"S3 refused {operation} in bucket {self.bucket}: "
-            f"{error.get('Code', 'unknown error')} ({error.get('Message', 'no message')})"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.get("Code", "unknown error")
+        transient = status >= 500 or code in _TRANSIENT_CODES
+        return (S3UnavailableError if transient else S3Error)(
+            f"S3 refused {operation} in bucket {self.bucket}: {code} ({error.get('Message', 'no message')})"
         )
 
     async def _list_versions(self, prefix: str) -> dict:

@@ -8,6 +8,7 @@ operator holding the bucket's credentials would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import hashlib
 import json
@@ -86,6 +87,23 @@ def test_shortening_compliance_retention_is_refused(s3, bucket):
         assert refused.value.response["Error"]["Code"] == "AccessDenied"
     after = s3.get_object_retention(Bucket=bucket, Key=receipt.key, VersionId=receipt.version_id)["Retention"]
     assert (after["Mode"], after["RetainUntilDate"]) == (COMPLIANCE, receipt.retain_until)
+
+
+def test_a_body_that_does_not_match_its_checksum_is_not_stored(s3, bucket):
+    key = seal_key(PREFIX, 8)
+    wrong = base64.b64encode(hashlib.sha256(b"something else").digest()).decode()
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket=bucket, Key=key, Body=seal_bytes(8), ChecksumSHA256=wrong,
+                      ObjectLockMode=COMPLIANCE, ObjectLockRetainUntilDate=datetime.datetime.now(datetime.timezone.utc) + RETENTION)
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+    assert reader_seals(s3, bucket) == []
+
+
+def test_versioning_cannot_be_suspended_on_a_lock_bucket(s3, bucket):
+    with pytest.raises(ClientError) as refused:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    assert refused.value.response["Error"]["Code"] == "InvalidBucketState"
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
 
 
 def test_writing_the_key_again_adds_a_version_the_reader_reports(s3, bucket):
