@@ -104,6 +104,34 @@ ess_cert_id_alg = sha256
 """
 
 
+def _key_usage(**enabled: bool) -> x509.KeyUsage:
+    """A KeyUsage with only the named bits set."""
+    bits = dict.fromkeys(
+        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+         "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+        False,
+    )
+    bits.update(enabled)
+    return x509.KeyUsage(**bits)
+
+
+def _certificate(subject, public_key, issuer, issuer_key, *extensions) -> x509.Certificate:
+    """A certificate valid from yesterday for CERT_VALIDITY, with (extension, critical) pairs."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + CERT_VALIDITY)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
 def create_materials(data_dir: Path) -> None:
     """Create the root CA, the TSA certificate and openssl's configuration, once.
 
@@ -113,58 +141,24 @@ def create_materials(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if (data_dir / TSA_CONFIG).exists():
         return
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    not_before = now - datetime.timedelta(days=1)
-
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_ski = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(_name(ROOT_NAME))
-        .issuer_name(_name(ROOT_NAME))
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(now + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(root_ski, critical=False)
-        .sign(root_key, hashes.SHA256())
+    root = _certificate(
+        _name(ROOT_NAME), root_key.public_key(), _name(ROOT_NAME), root_key,
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (_key_usage(key_cert_sign=True, crl_sign=True), True),
+        (root_ski, False),
     )
-
     tsa_key = ec.generate_private_key(ec.SECP256R1())
-    tsa = (
-        x509.CertificateBuilder()
-        .subject_name(_name(TSA_NAME))
-        .issuer_name(root.subject)
-        .public_key(tsa_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(now + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=True, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+    tsa = _certificate(
+        _name(TSA_NAME), tsa_key.public_key(), root.subject, root_key,
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (_key_usage(digital_signature=True, content_commitment=True), True),
         # RFC 3161 §2.3: the TSA's certificate MUST contain exactly this one
         # extended key usage, marked critical.
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(tsa_key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False
-        )
-        .sign(root_key, hashes.SHA256())
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
+        (x509.SubjectKeyIdentifier.from_public_key(tsa_key.public_key()), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), False),
     )
 
     _write_private(data_dir / ROOT_KEY, _key_pem(root_key))
