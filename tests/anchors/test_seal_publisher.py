@@ -183,7 +183,7 @@ def test_seaweedfs_stops_and_leaves_nothing_behind():
     with SeaweedS3() as server:
         data_dir = server.data_dir
         ports = list(server.ports.values())
-        proc = server._proc
+        proc = server.process
         sockets = [p for port in ports for p in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
         assert sockets  # weed made its unix sockets under /tmp ...
     assert proc.poll() is not None
