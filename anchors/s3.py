@@ -281,6 +281,8 @@ class SealPublisher(_S3):
         ``S3UnavailableError`` on transport errors (retry later).
         """
         key = seal_key(self.prefix, tree_size)
+        if len(seal) > MAX_SEAL_BYTES:
+            raise ValueError(f"seal for tree size {tree_size} has {len(seal)} bytes, more than {MAX_SEAL_BYTES}")
         checksum = base64.b64encode(hashlib.sha256(seal).digest()).decode()
         # S3 keeps retain-until dates to the second; ask for a whole second so
         # that the read-back can be compared exactly.

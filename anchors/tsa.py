@@ -8,7 +8,7 @@ imprint, and the configured policy (verification by ``rfc3161-client``; the
 request is built with ``asn1crypto`` so that the imprint is exactly the digest
 we give). The token (a DER ``TimeStampToken``, RFC 3161 §2.4.2) is kept byte
 for byte as the TSA sent it; ``openssl ts -verify`` accepts it
-(tests/anchors/test_tsa.py).
+(tests/anchors/test_tsa_client.py).
 
 Verification is pure (``verify_response``, ``verify_token``); only the client
 does I/O. Tokens are never accepted from a TSA that fails a check: the client
@@ -155,7 +155,7 @@ def verify_response(
     try:
         builder.build().verify(decoded, digest)
     except rfc3161_client.VerificationError as exc:
-        _raise_why(decoded, roots)
+        _raise_if_untrusted(decoded, roots)
         _check_fields(decoded.tst_info, digest, nonce, policy)
         raise TsaResponseError(f"the token does not verify ({_one_line(exc)})") from None
     # rfc3161-client compares the imprint's bytes but not its algorithm.
@@ -216,7 +216,7 @@ def _describe_status(status_info: tsp.PKIStatusInfo) -> str:
     return ", ".join(parts)
 
 
-def _raise_why(decoded, roots: Sequence[x509.Certificate]) -> None:
+def _raise_if_untrusted(decoded, roots: Sequence[x509.Certificate]) -> None:
     """Raise ``UntrustedTsaError`` if the token fails even with no expectations set.
 
     Checking chain, signature and EKU against the token's own imprint first
