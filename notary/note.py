@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -200,7 +200,7 @@ class VerifierKey:
             return Ed25519PublicKey.from_public_bytes(self.public_key)
         try:
             key = serialization.load_der_public_key(self.public_key)
-        except ValueError as exc:
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise FormatError(f"ECDSA key of {self.name} is not a valid SPKI DER public key: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
             raise FormatError(f"ECDSA key of {self.name} is not a NIST P-256 key")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -41,3 +43,8 @@ class SoftwareSigner:
         if self.sig_type == SIG_ED25519:
             return self.key.sign(message)
         return self.key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+
+def examples(n: int) -> int:
+    """Hypothesis example count: ``n`` in CI, ``n * FUZZ_SCALE`` for a deeper local run."""
+    return n * int(os.environ.get("FUZZ_SCALE", "1"))

@@ -31,6 +31,7 @@ from notary.errors import VerificationError
 from notary.note import SIG_ED25519, VerifierKey, verify_note
 from notary.store import LogStore
 from tests.rfc6962_reference import ReferenceTree
+from tests.support import examples
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "ct_merkle.json").read_text())
 CT_ENTRIES = [bytes.fromhex(x) for x in VECTORS["leaves"]]
@@ -307,7 +308,7 @@ def test_inclusion_outside_the_tree_is_rejected(index, size):
 # -- hypothesis: random trees ------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     entries=st.lists(st.binary(max_size=12), min_size=1, max_size=700),
     batch_seed=st.integers(0, 2**32),
