@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import socket
 import subprocess
 
@@ -30,7 +31,7 @@ from anchors.errors import (
     TsaUnavailableError,
     UntrustedTsaError,
 )
-from anchors.tsa import TimestampClient, TsaEndpoint, load_roots, verify_token
+from anchors.tsa import TimestampClient, TsaEndpoint, build_request, load_roots, verify_token
 
 # A signed checkpoint as the daemon would timestamp it (C2SP signed note).
 CHECKPOINT = "example.com/log\n42\nqUzhJ1f3Yp0Z2Pm2Js0x2Gf6yQn9zq1U0Qm3aFzS4oM=\n\n\u2014 example.com/log AAAAAQ==\n".encode()
@@ -208,3 +209,16 @@ def test_all_tsas_failing_with_a_bad_token_is_not_just_unavailability(dev_tsa, r
         timestamp(TsaEndpoint(silent_tsa, roots, timeout=0.3), TsaEndpoint(rogue_tsa.url, roots))
     assert not failed.value.unavailable_only
     assert isinstance(failed.value.errors[1][1], UntrustedTsaError)
+
+
+def test_request_is_what_openssl_reads_as_sha256_with_nonce_and_cert_request(tmp_path):
+    digest = hashlib.sha256(CHECKPOINT).digest()
+    (tmp_path / "query.der").write_bytes(build_request(digest, 0x4000_0000_0000_0001, "1.3.6.1.4.1.99999.1"))
+    shown = subprocess.run(["openssl", "ts", "-query", "-in", str(tmp_path / "query.der"), "-text"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Hash Algorithm: sha256" in shown
+    dump_rows = re.findall(r"^\s+[0-9a-f]{4} - ((?:[0-9a-f]{2}[ -]){15}[0-9a-f]{2})", shown, re.MULTILINE)
+    assert bytes.fromhex("".join(dump_rows).replace("-", " ")) == digest
+    assert "Policy OID: 1.3.6.1.4.1.99999.1" in shown
+    assert "Nonce: 0x4000000000000001" in shown
+    assert "Certificate required: yes" in shown
