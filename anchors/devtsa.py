@@ -139,9 +139,15 @@ def create_materials(data_dir: Path) -> None:
     The root's private key is never written: it signs the TSA certificate and
     is gone, so nobody can mint a second TSA under this root.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if (data_dir / TSA_CONFIG).exists():
-        return
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not (data_dir / TSA_CONFIG).exists():
+            _create(data_dir)
+    except OSError as exc:
+        raise DevTsaError(f"cannot create the dev TSA's files in {data_dir}: {exc.strerror or exc}") from None
+
+
+def _create(data_dir: Path) -> None:
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_ski = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
     root = _certificate(
@@ -254,7 +260,10 @@ class RunningServer:
 
 async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Serve ``app`` over HTTP on host:port (0 = a free port) with Nagle off."""
-    sock = nodelay_listener(host, port)
+    try:
+        sock = nodelay_listener(host, port)
+    except OSError as exc:
+        raise DevTsaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.SockSite(runner, sock)

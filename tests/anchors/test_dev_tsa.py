@@ -73,3 +73,19 @@ def test_notary_dev_tsa_command_serves_verifiable_tokens(tmp_path):
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=30)
     assert status == 0
+
+
+def test_notary_dev_tsa_reports_a_busy_port_in_one_sentence(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "notary.cli", "dev-tsa", "--data-dir", str(tmp_path), "--listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        busy.close()
+    assert done.returncode == 1
+    assert done.stderr == f"notary dev-tsa: cannot listen on 127.0.0.1:{port}: Address already in use\n"
