@@ -163,8 +163,6 @@ class _S3:
         method = getattr(self.client, operation)
         try:
             return await asyncio.to_thread(method, Bucket=self.bucket, **params)
-        except ClientError:
-            raise
         except BotoCoreError as exc:
             raise S3UnavailableError(f"S3 bucket {self.bucket} could not be reached for {operation} ({exc})") from None
 
