@@ -268,6 +268,7 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
         await runner.cleanup()
         return 0
     finally:
+        await adapters.timestamper.close()
         adapters.close()
 
 
