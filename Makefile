@@ -38,6 +38,11 @@ $(STAMP): requirements/main.txt requirements/test.txt pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+# The daemon with its real dev components (SoftHSM2 token, dev TSA, SeaweedFS
+# with Object Lock) under var/dev; prints how to submit, prove and verify.
+run: deps venv
+	$(VENV)/bin/notary run --dev --data-dir var/dev --listen 127.0.0.1:8640
+
 # Re-pin every dependency with hashes (needs pip-tools; run after editing *.in).
 lock:
 	$(PY) -m pip install -q pip-tools

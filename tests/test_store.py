@@ -212,3 +212,22 @@ def test_requests_outside_the_log_are_clear_errors(tmp_path, call):
     with LogStore(path) as store:
         with pytest.raises(StoreError, match="not in|no consistency proof"):
             call(store)
+
+
+def test_find_by_digest_across_epochs(tmp_path):
+    """Lookups see every entry holding a digest, in log order, whichever epoch of the index it is in."""
+    from notary.entry import Entry
+    from notary.store import EPOCH_BITS
+
+    target = bytes.fromhex("42" * 32)
+    twin = bytes.fromhex("42" * 8 + "00" * 24)  # same 8-byte prefix, another digest
+    filler = [Entry(i.to_bytes(32, "big"), "filler").encode() for i in range((1 << EPOCH_BITS) + 10)]
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        store.append_entries([Entry(target, "a").encode(), Entry(twin, "b").encode()])
+        store.append_entries(filler)
+        store.append_leaf_hashes([merkle.leaf_hash(Entry(target, "hash-only").encode())])
+        store.append_entries([Entry(target, "c").encode()])
+        last = store.size - 1
+        assert store.find_by_digest(target) == [0, last]
+        assert store.find_by_digest(twin) == [1]
+        assert store.find_by_digest(b"\x99" * 32) == []
