@@ -171,6 +171,9 @@ class Anchorer:
         pending = await self._seals.unanchored()
         self.unanchored = len(pending)
         self.oldest_unanchored_at = time.monotonic() if pending else None
+        if pending:
+            log.info("recovered %d sealed checkpoints waiting in the anchor outbox (tree sizes %d..%d)",
+                     len(pending), pending[0].tree_size, pending[-1].tree_size)
 
     async def run(self, stopping: asyncio.Event, drain_deadline: Callable[[], float | None]) -> None:
         """Anchor stored seals in order; after ``stopping``, drain until the deadline."""
