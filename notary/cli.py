@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "notary.cli_daemon",
     "notary.cli_keys",
     "notary.cli_devtsa",
+    "notary.cli_forensics",
 )
 
 
