@@ -24,6 +24,7 @@ Log bundle (docs/FORMATS.md, "Log bundle"), for offline forensics:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -59,15 +60,22 @@ def entry_line(index: int, entry: bytes | None, source: bytes | None, leaf_of: C
     if (entry is not None and len(entry) >= DIGEST_SIZE + 2 and entry[0] == ENTRY_V1
             and entry[DIGEST_SIZE + 1] == len(entry) - DIGEST_SIZE - 2
             and (source is None or entry[DIGEST_SIZE + 2 :] == source)):
-        try:
-            name = entry[DIGEST_SIZE + 2 :].decode("utf-8")
-            check_source(name)
-        except (UnicodeDecodeError, FormatError):
-            pass  # not showable as text: the leaf hash still accounts for it
-        else:
+        name = _showable(entry[DIGEST_SIZE + 2 :])
+        if name is not None:
             return f"{index} {entry[1 : 1 + DIGEST_SIZE].hex()} {name}"
     leaf = merkle.leaf_hash(entry) if entry is not None else leaf_of(index)
     return f"{index} {LEAF} {leaf.hex()}"
+
+
+@functools.lru_cache(maxsize=1024)  # a log has few sources; a span repeats them
+def _showable(raw: bytes) -> str | None:
+    """The source as text, or None if it cannot be shown on a line (the leaf hash then accounts for it)."""
+    try:
+        name = raw.decode("utf-8")
+        check_source(name)
+    except (UnicodeDecodeError, FormatError):
+        return None
+    return name
 
 
 def parse_entry_lines(lines: Iterable[str], start: int, span: Span | None = None) -> Span:
