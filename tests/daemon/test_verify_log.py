@@ -217,3 +217,29 @@ def test_entries_api_filters_by_source_and_bounds_each_request(notarized):
     assert status == 404 and b"are not in the log" in body
     status, body = get(f"{d.url}/v1/range-proof?from=0&to=999999")
     assert status == 404 and b"the anchored seal's size" in body
+
+
+def test_lines_notarized_after_the_anchored_checkpoint_are_pending_not_tampered(daemon_factory, capsys, tmp_path):
+    # A batch closes at 10 entries; the 3 after them wait for max_age (a minute), unsealed.
+    d = daemon_factory("forensics-pending", max_entries=10, max_age=60).start()
+    client = d.client()
+    logged = next(int(float(line.split()[1])) for line in client.metrics().splitlines()
+                  if line.startswith("notary_log_entries "))  # the key events the daemon logged itself
+    first = 10 - logged % 10  # lines that close a batch of 10 with them
+    path = tmp_path / "live.log"
+    path.write_text("".join(f"event {i}\n" for i in range(first)))
+    client.submit([dg for _, dg in line_digests(path)])
+    sealed = logged + first
+    d.wait_anchored(sealed)
+    with open(path, "a") as f:
+        f.write("".join(f"event {i}\n" for i in range(first, first + 3)))
+    indices = [a["index"] for a in client.submit([dg for _, dg in line_digests(path)][first:])]
+    info = tmp_path / "dev.json"
+    info.write_text(json.dumps(d.stack.dev_info(d.url)))
+    code, out, err = verify_log(capsys, info, path, "--json")
+    assert code == 5, out + err
+    report = json.loads(out)
+    assert report["result"] == "pending" and report["checkpoint"]["tree_size"] == sealed
+    assert [(f["kind"], f["lines"], f["indices"]) for f in report["findings"]] == \
+        [("pending", [n], [i]) for n, i in zip(range(first + 1, first + 4), indices)]
+    assert [r["status"] for r in report["records"]] == ["notarized"] * first + ["pending"] * 3
