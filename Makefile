@@ -7,8 +7,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Debian packages the suite and the dev stack use: SoftHSM2 (the HSM), OpenSSL
 # (the local TSA and `openssl ts -verify`), sqlite3 (store inspection), and the
-# venv module for distributions that split it out.
-DEB_PACKAGES := softhsm2 openssl sqlite3 ca-certificates python3-venv
+# venv module for distributions that split it out; opensc-pkcs11 for
+# pkcs11-spy, which the hsm tests use to count PKCS#11 calls (one C_Login).
+DEB_PACKAGES := softhsm2 openssl sqlite3 ca-certificates python3-venv opensc-pkcs11
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
@@ -36,6 +37,11 @@ $(STAMP): requirements/main.txt requirements/test.txt pyproject.toml
 	  -r requirements/main.txt -r requirements/test.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
+
+# The daemon with its real dev components (SoftHSM2 token, dev TSA, SeaweedFS
+# with Object Lock) under var/dev; prints how to submit, prove and verify.
+run: deps venv
+	$(VENV)/bin/notary run --dev --data-dir var/dev --listen 127.0.0.1:8640
 
 # Re-pin every dependency with hashes (needs pip-tools; run after editing *.in).
 lock:

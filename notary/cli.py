@@ -14,6 +14,9 @@ import sys
 
 # Command modules, in the order their commands appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
+    "notary.cli_daemon",
+    "notary.cli_keys",
+    "notary.cli_devtsa",
 )
 
 
@@ -45,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_reportable(exc: BaseException) -> bool:
     """Errors we raise on purpose carry a sentence for a person; others are bugs."""
+    from anchors.errors import AnchorError
+    from hsm.errors import HSMError
     from notary.errors import NotaryError
 
-    return isinstance(exc, (NotaryError,))
+    return isinstance(exc, (NotaryError, HSMError, AnchorError))
 
 
 if __name__ == "__main__":

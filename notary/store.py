@@ -42,13 +42,33 @@ DEFAULT_TILE_CACHE = 4096  # complete tiles kept in memory: 2 MiB
 _CACHED_LEVEL = 2 * TILE_HEIGHT  # subtree hashes this high or higher are memoized
 DEFAULT_NODE_CACHE = 1 << 17  # memoized subtree hashes: about 20 MiB at most
 
+EPOCH_BITS = 16  # entries per digest-index epoch: 65536
+
 _sha256 = hashlib.sha256
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tiles (id INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
 CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+-- Finds v1 entries (0x01 || digest || ...) by digest. Keyed by epoch first so
+-- that an append touches only the newest part of the index: a B-tree keyed
+-- by digest alone takes random inserts, and every commit would rewrite pages
+-- all over it. A lookup probes each epoch once.
+CREATE TABLE digests (
+    epoch INTEGER NOT NULL,   -- idx >> EPOCH_BITS
+    prefix INTEGER NOT NULL,  -- first 8 bytes of the digest, signed big-endian
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (epoch, prefix, idx)
+) WITHOUT ROWID;
 """
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _digest_prefix(digest: bytes) -> int:
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _tile_id(level: int, index: int) -> int:
@@ -83,6 +103,9 @@ class LogStore:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open log store {self.path}: {exc}") from None
+        # A tampered row may hold TEXT where a BLOB belongs: read it as bytes,
+        # so that the shape and root checks judge it, not the UTF-8 decoder.
+        self._db.text_factory = bytes
         try:
             self._setup(create, readonly)
             self._size = self._read_size()
@@ -102,7 +125,7 @@ class LogStore:
         if fresh:
             db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
         if not readonly:
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _text(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise StoreError(f"log store {self.path} cannot use write-ahead logging (journal mode {mode})")
         # FULL: a commit returns only after the WAL is fsynced, so an
@@ -118,7 +141,7 @@ class LogStore:
                     [("format", FORMAT_NAME), ("version", str(FORMAT_VERSION)), ("tile_height", str(TILE_HEIGHT))],
                 )
         try:
-            meta = dict(db.execute("SELECT key, value FROM meta"))
+            meta = {_text(k): _text(v) for k, v in db.execute("SELECT key, value FROM meta")}
         except sqlite3.OperationalError:
             raise StoreError(f"{self.path} is not a merkle-notary log store (no meta table)") from None
         if meta.get("format") != FORMAT_NAME:
@@ -184,7 +207,10 @@ class LogStore:
         if data is not None:
             self._cache.move_to_end(tid)
             return data
-        row = self._db.execute("SELECT hashes FROM tiles WHERE id = ?", (tid,)).fetchone()
+        try:
+            row = self._db.execute("SELECT hashes FROM tiles WHERE id = ?", (tid,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"log store {self.path} is unreadable at tile {index} of level {level}: {exc}") from None
         if row is None:
             raise StoreError(f"log store {self.path} is missing tile {index} of level {level}")
         data = row[0]
@@ -262,6 +288,22 @@ class LogStore:
         row = self._db.execute("SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
         return None if row is None else row[0]
 
+    def find_by_digest(self, digest: bytes) -> list[int]:
+        """Indices of the v1 entries (0x01 || digest || ...) that hold ``digest``, in log order."""
+        if self._size == 0:
+            return []
+        rows = self._db.execute(
+            """
+            WITH RECURSIVE epochs(e) AS (SELECT 0 UNION ALL SELECT e + 1 FROM epochs WHERE e < ?)
+            SELECT d.idx, x.entry FROM epochs
+            JOIN digests d ON d.epoch = epochs.e AND d.prefix = ?
+            JOIN entries x ON x.idx = d.idx
+            WHERE d.idx < ? ORDER BY d.idx
+            """,
+            ((self._size - 1) >> EPOCH_BITS, _digest_prefix(digest), self._size),
+        )
+        return [idx for idx, entry in rows if entry[1:33] == digest]
+
     # -- appending ----------------------------------------------------------
 
     @contextmanager
@@ -300,6 +342,11 @@ class LogStore:
                     self._db.executemany(
                         "INSERT INTO entries (idx, entry) VALUES (?, ?)",
                         zip(range(start, start + len(entries)), entries),
+                    )
+                    self._db.executemany(
+                        "INSERT INTO digests (epoch, prefix, idx) VALUES (?, ?, ?)",
+                        [(i >> EPOCH_BITS, _digest_prefix(e[1:9]), i)
+                         for i, e in enumerate(entries, start) if len(e) >= 33 and e[0] == 1],
                     )
                 self._db.executemany("INSERT OR REPLACE INTO tiles (id, hashes) VALUES (?, ?)",
                                      self._tile_rows(start, leaves))

@@ -1,0 +1,191 @@
+"""``notary run``, ``submit``, ``proof``, ``status`` and ``verify``: the daemon and its everyday clients."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from notary.client import ClientError, HttpClient, line_digests, record_digest, submit_unix
+from notary.entry import parse_digest_hex
+from notary.errors import NotaryError
+from notary.note import parse_verifier_key
+from notary.tlogproof import parse_tlog_proof, verify_tlog_proof
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run the notary daemon",
+                              description="Run the daemon with a configuration file, or --dev for a complete "
+                              "local stack (SoftHSM2 token, dev TSA, SeaweedFS) for development.")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("-c", "--config", type=Path, help="the TOML configuration (see config/notary.example.toml)")
+    mode.add_argument("--dev", action="store_true", help="development stack under --data-dir (not for production)")
+    p.add_argument("--data-dir", type=Path, default=Path("var/dev"), help="--dev: where everything lives (default: %(default)s)")
+    p.add_argument("--listen", default="127.0.0.1:8640", help="--dev: HTTP address (default: %(default)s)")
+    p.set_defaults(handler=_run)
+
+    p = subparsers.add_parser("submit", help="submit record digests (or files hashed line by line)")
+    _connection_options(p)
+    p.add_argument("--socket", type=Path, help="submit over this unix socket instead of HTTP")
+    p.add_argument("--digest", action="append", default=[], metavar="HEX", help="a SHA-256 digest (repeatable)")
+    p.add_argument("--wait-sealed", action="store_true", help="HTTP: return once sealed and anchored, with proofs")
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="log files: one line = one record")
+    p.set_defaults(handler=_submit)
+
+    p = subparsers.add_parser("proof", help="fetch a record's offline proof (c2sp.org/tlog-proof@v1)")
+    _connection_options(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--digest", metavar="HEX")
+    what.add_argument("--index", type=int)
+    what.add_argument("--line", metavar="TEXT", help="the record as text (one log line, without its newline)")
+    p.add_argument("--size", type=int, help="prove against the seal at this tree size (default: latest)")
+    p.add_argument("-o", "--output", type=Path, help="write the proof here (default: stdout)")
+    p.set_defaults(handler=_proof)
+
+    p = subparsers.add_parser("status", help="the latest checkpoint, health and counters of a running notary")
+    _connection_options(p)
+    p.set_defaults(handler=_status)
+
+    p = subparsers.add_parser("verify", help="verify a .tlog-proof offline against trusted verifier keys")
+    p.add_argument("proof", type=Path, help="the .tlog-proof file")
+    p.add_argument("--vkey", action="append", default=[], metavar="KEY", help="a trusted verifier key (repeatable)")
+    p.add_argument("--dev-json", type=Path, help="take the verifier keys from a dev stack's dev.json")
+    p.add_argument("--origin", help="require this log origin")
+    record = p.add_mutually_exclusive_group()
+    record.add_argument("--digest", metavar="HEX", help="the record's SHA-256")
+    record.add_argument("--line", metavar="TEXT", help="the record as text (without its newline)")
+    record.add_argument("--record", type=Path, metavar="FILE", help="the record's bytes")
+    p.set_defaults(handler=_verify)
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("NOTARY_URL", "http://127.0.0.1:8640"),
+                   help="the notary's HTTP address (default: $NOTARY_URL or %(default)s)")
+    p.add_argument("--token-file", type=Path, help="file holding the bearer token (or set $NOTARY_TOKEN)")
+    p.add_argument("--dev-json", type=Path, help="take url and token from a dev stack's dev.json")
+
+
+def _client(args: argparse.Namespace) -> HttpClient:
+    url, token = args.url, os.environ.get("NOTARY_TOKEN")
+    if args.dev_json is not None:
+        info = json.loads(args.dev_json.read_text())
+        url, token = info["url"], info["token"]
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+    return HttpClient(url, token)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from notary.daemon import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.dev:
+        return asyncio.run(serve(args.config))
+    from notary.config import _listen
+    from notary.devstack import DevStack
+
+    host, port = _listen(args.listen, "--listen")
+    with DevStack(args.data_dir, http=(host, port)) as stack:
+        def ready(notary) -> None:
+            url = f"http://{host}:{port}"
+            info = stack.write_dev_json(url)
+            print(_dev_banner(url, info, stack), flush=True)
+        return asyncio.run(serve(stack.config_path, on_ready=ready))
+
+
+def _dev_banner(url: str, info: Path, stack) -> str:
+    return f"""
+merkle-notary dev stack is up (development only: SoftHSM2 token, dev TSA, SeaweedFS under {stack.data_dir}).
+  {info} holds the URL, producer token, verifier keys, TSA root and S3 settings.
+
+Try, in another terminal:
+  printf 'user=alice action=login\\n' > /tmp/audit.log
+  .venv/bin/notary submit --dev-json {info} --wait-sealed /tmp/audit.log
+  .venv/bin/notary proof --dev-json {info} --line 'user=alice action=login' -o /tmp/alice.tlog-proof
+  .venv/bin/notary verify /tmp/alice.tlog-proof --dev-json {info} --line 'user=alice action=login'
+  .venv/bin/notary status --dev-json {info}
+
+Ctrl-C stops everything this command started.
+"""
+
+
+def _submit(args: argparse.Namespace) -> int:
+    digests = [parse_digest_hex(d) for d in args.digest]
+    labels = [d for d in args.digest]
+    for path in args.files:
+        for number, digest in line_digests(path):
+            digests.append(digest)
+            labels.append(f"{path}:{number}")
+    if not digests:
+        raise ClientError("nothing to submit: give --digest HEX or log files")
+    if args.socket is not None:
+        indices = submit_unix(args.socket, digests)
+        answers = [{"index": i} for i in indices]
+    else:
+        client = _client(args)
+        answers = []
+        for start in range(0, len(digests), 10_000):
+            answers += client.submit(digests[start : start + 10_000], wait_sealed=args.wait_sealed)
+    for label, answer in zip(labels, answers):
+        print(f"{label}\tindex {answer['index']}")
+    return 0
+
+
+def _proof(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.line is not None:
+        text = client.proof(digest=record_digest(args.line.encode("utf-8")), size=args.size)
+    elif args.digest is not None:
+        text = client.proof(digest=parse_digest_hex(args.digest), size=args.size)
+    else:
+        text = client.proof(index=args.index, size=args.size)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    status, health = client.healthz()
+    print("health:", "ok" if status == 200 else "FAILING: " + "; ".join(health.get("problems", [])))
+    try:
+        print("latest checkpoint:\n" + client.checkpoint())
+    except ClientError as exc:
+        print(f"latest checkpoint: none ({exc})")
+    for line in client.metrics().splitlines():
+        if line and not line.startswith("#"):
+            print(" ", line)
+    return 0 if status == 200 else 1
+
+
+def _verify(args: argparse.Namespace) -> int:
+    keys = list(args.vkey)
+    if args.dev_json is not None:
+        keys += json.loads(args.dev_json.read_text())["vkeys"]
+    if not keys:
+        raise ClientError("no trusted verifier key: give --vkey KEY (from `notary keys export`) or --dev-json")
+    record = verify_tlog_proof(args.proof.read_bytes(), [parse_verifier_key(k) for k in keys], origin=args.origin)
+    expected = None
+    if args.digest is not None:
+        expected = parse_digest_hex(args.digest)
+    elif args.line is not None:
+        expected = record_digest(args.line.encode("utf-8"))
+    elif args.record is not None:
+        expected = record_digest(args.record.read_bytes())
+    if expected is not None and not hmac.compare_digest(expected, record.entry.digest):
+        raise NotaryError(
+            f"the record's digest is {expected.hex()}, but the proof is for {record.entry.digest.hex()}: "
+            "this proof does not cover this record")
+    signers = ", ".join(f"{k.name}+{k.key_id:08x}" for k in record.signed_by)
+    what = f"record {record.entry.digest.hex()}" + (" (matches the record given)" if expected else "")
+    print(f"VERIFIED: {what} was notarized by source {record.entry.source!r} in log {record.origin} "
+          f"at index {record.index}, in the tree of size {record.tree_size} signed by {signers}.")
+    return 0

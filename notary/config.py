@@ -1,0 +1,267 @@
+"""The daemon's configuration: one TOML file, validated whole at start.
+
+Every error names the key and the problem ("batch.max_age: must be a number
+of seconds > 0, got 'soon'"). config/notary.example.toml documents every key.
+Secrets are never in this file: the HSM PIN comes from a PIN source (file,
+environment variable or systemd credential) and HTTP tokens are stored as
+their SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from notary.errors import NotaryError
+from notary.note import check_key_name
+from notary.entry import check_source
+
+
+class ConfigError(NotaryError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class TsaConfig:
+    url: str
+    roots: Path
+    timeout: float
+    policy: str | None
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str
+    prefix: str
+    retention_days: int
+    endpoint: str | None
+    region: str | None
+    credentials_file: Path | None  # "access_key_id:secret_access_key"; else the boto3 default chain
+
+
+@dataclass(frozen=True)
+class HsmConfig:
+    module: Path
+    token_label: str
+    pin: str  # a PIN source: file:<path>, env:<NAME> or credential:<name>
+    keyring: Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_digests: int
+    max_request_bytes: int
+    max_pending_entries: int  # submitted but not yet durable
+    max_unanchored_seals: int  # sealed but not yet timestamped and published
+    anchor_overdue: float  # seconds a pending seal may wait before /healthz fails
+
+
+@dataclass(frozen=True)
+class Config:
+    origin: str
+    data_dir: Path
+    http_listen: tuple[str, int] | None
+    unix_socket: Path | None
+    max_entries: int
+    max_age: float
+    hsm: HsmConfig
+    tsas: tuple[TsaConfig, ...]
+    s3: S3Config
+    limits: Limits
+    http_tokens: dict[bytes, str] = field(repr=False)  # SHA-256(token) -> source name
+    unix_peers: dict[int, str] = field(default_factory=dict)  # uid -> source name
+    shutdown_timeout: float = 30.0
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "log.db"
+
+    @property
+    def seals_path(self) -> Path:
+        return self.data_dir / "seals.db"
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    return parse_config(raw, base=path.parent)
+
+
+class _Section:
+    """Typed access to one table of the TOML document, naming keys in errors."""
+
+    def __init__(self, data: Any, name: str, base: Path):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name or 'configuration'}: must be a table")
+        self.data, self.name, self.base = data, name, base
+        self.used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, check=None, must: str = "") -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(f"{self._key(key)}: missing")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise ConfigError(f"{self._key(key)}: {must or 'wrong type'}, got {value!r}")
+        if not isinstance(value, kind) or (check is not None and not check(value)):
+            raise ConfigError(f"{self._key(key)}: {must or 'wrong type'}, got {value!r}")
+        return value
+
+    def path(self, key: str, default: Any = ...) -> Path | None:
+        value = self.get(key, str, default, check=bool, must="must be a non-empty path")
+        return None if value is None else (self.base / value).resolve() if not Path(value).is_absolute() else Path(value)
+
+    def section(self, key: str, required: bool = True) -> _Section:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise ConfigError(f"{self._key(key)}: missing table")
+            return _Section({}, self._key(key), self.base)
+        return _Section(self.data[key], self._key(key), self.base)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self._key(unknown[0])}: unknown key (a typo?)")
+
+
+def _listen(text: str, key: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: must be HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_config(raw: dict, base: Path = Path(".")) -> Config:
+    top = _Section(raw, "", base)
+    origin = top.get("origin", str, must="must be the log's name, e.g. 'notary.example.com/log1'")
+    try:
+        check_key_name(origin)
+    except NotaryError as exc:
+        raise ConfigError(f"origin: {exc}") from None
+    data_dir = top.path("data_dir")
+
+    listen = top.section("listen")
+    http = listen.get("http", str, None)
+    http_listen = _listen(http, "listen.http") if http is not None else None
+    unix_socket = listen.path("unix", None)
+    listen.done()
+    if http_listen is None and unix_socket is None:
+        raise ConfigError("listen: give listen.http, listen.unix or both")
+
+    batch = top.section("batch")
+    max_entries = batch.get("max_entries", int, 10_000, check=lambda v: v > 0, must="must be an integer > 0")
+    max_age = float(batch.get("max_age", (int, float), 1.0, check=lambda v: v > 0, must="must be a number of seconds > 0"))
+    batch.done()
+
+    h = top.section("hsm")
+    hsm = HsmConfig(
+        module=h.path("module"),
+        token_label=h.get("token_label", str, check=bool, must="must be the token's label"),
+        pin=h.get("pin", str, check=lambda v: v.partition(":")[0] in ("file", "env", "credential"),
+                  must="must be file:<path>, env:<NAME> or credential:<name> (never the PIN itself)"),
+        keyring=h.path("keyring"),
+    )
+    h.done()
+
+    tsas = []
+    tsa_list = top.get("tsa", list, check=bool, must="must be a non-empty array of [[tsa]] tables")
+    for i, item in enumerate(tsa_list):
+        t = _Section(item, f"tsa[{i}]", base)
+        url = t.get("url", str, check=lambda v: v.startswith(("http://", "https://")), must="must be an http(s) URL")
+        tsas.append(TsaConfig(
+            url=url,
+            roots=t.path("roots"),
+            timeout=float(t.get("timeout", (int, float), 10.0, check=lambda v: v > 0, must="must be seconds > 0")),
+            policy=t.get("policy", str, None, check=lambda v: re.fullmatch(r"\d+(\.\d+)+", v), must="must be an OID"),
+        ))
+        t.done()
+
+    s = top.section("s3")
+    s3 = S3Config(
+        bucket=s.get("bucket", str, check=bool, must="must be the bucket name"),
+        prefix=s.get("prefix", str, "", check=lambda v: v == "" or v.endswith("/"), must="must be empty or end with '/'"),
+        retention_days=s.get("retention_days", int, check=lambda v: v > 0, must="must be a number of days > 0"),
+        endpoint=s.get("endpoint", str, None, check=lambda v: v.startswith(("http://", "https://")), must="must be an http(s) URL"),
+        region=s.get("region", str, None),
+        credentials_file=s.path("credentials_file", None),
+    )
+    s.done()
+
+    lim = top.section("limits", required=False)
+    positive = dict(check=lambda v: v > 0, must="must be an integer > 0")
+    limits = Limits(
+        max_request_digests=lim.get("max_request_digests", int, 10_000, **positive),
+        max_request_bytes=lim.get("max_request_bytes", int, 1 << 20, **positive),
+        max_pending_entries=lim.get("max_pending_entries", int, 200_000, **positive),
+        max_unanchored_seals=lim.get("max_unanchored_seals", int, 1_000, **positive),
+        anchor_overdue=float(lim.get("anchor_overdue", (int, float), 300, check=lambda v: v > 0, must="must be seconds > 0")),
+    )
+    lim.done()
+
+    sources = top.section("sources", required=False)
+    tokens: dict[bytes, str] = {}
+    http_sources = sources.section("http", required=False)
+    for name in list(http_sources.data):
+        src = http_sources.section(name)
+        _check_source_name(name, f"sources.http.{name}")
+        digest = src.get("token_sha256", str, check=_SHA256_HEX.fullmatch,
+                         must="must be the token's SHA-256 as 64 lowercase hex digits (never the token)")
+        if bytes.fromhex(digest) in tokens:
+            raise ConfigError(f"sources.http.{name}.token_sha256: same token as source {tokens[bytes.fromhex(digest)]!r}")
+        tokens[bytes.fromhex(digest)] = name
+        src.done()
+    peers: dict[int, str] = {}
+    unix_sources = sources.section("unix", required=False)
+    for name in list(unix_sources.data):
+        src = unix_sources.section(name)
+        _check_source_name(name, f"sources.unix.{name}")
+        uid = src.get("uid", int, check=lambda v: v >= 0, must="must be a user id >= 0")
+        if uid in peers:
+            raise ConfigError(f"sources.unix.{name}.uid: uid {uid} is already source {peers[uid]!r}")
+        peers[uid] = name
+        src.done()
+    sources.done()
+
+    shutdown_timeout = float(top.get("shutdown_timeout", (int, float), 30, check=lambda v: v > 0, must="must be seconds > 0"))
+    top.done()
+    return Config(
+        origin=origin, data_dir=data_dir, http_listen=http_listen, unix_socket=unix_socket,
+        max_entries=max_entries, max_age=max_age, hsm=hsm, tsas=tuple(tsas), s3=s3, limits=limits,
+        http_tokens=tokens, unix_peers=peers, shutdown_timeout=shutdown_timeout,
+    )
+
+
+def _check_source_name(name: str, key: str) -> None:
+    try:
+        check_source(name)
+    except NotaryError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    if not name:
+        raise ConfigError(f"{key}: a source name must not be empty")
+
+
+def token_hash(token: str) -> bytes:
+    """What the configuration stores for an HTTP token: its SHA-256."""
+    return hashlib.sha256(token.encode("utf-8")).digest()

@@ -1,0 +1,300 @@
+"""notaryd: the long-running daemon that composes the log, the HSM and the anchors.
+
+    producers -> ingest (HTTP, unix socket) -> Sequencer (durable, group commit)
+              -> Sealer (batch -> checkpoint signed in the HSM, stored)
+              -> Anchorer (RFC 3161 token, S3 Object Lock) ; auditors <- api
+
+``Notary`` holds the parts and answers the API; ``serve`` runs it as a
+service: systemd notify protocol, SIGTERM drains, SIGHUP reloads the keyring
+and the sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from notary import systemd
+from notary.api import NotYetSealed, build_app
+from notary.checkpoint import parse_signed_checkpoint
+from notary.config import Config, load_config
+from notary.entry import Entry
+from notary.errors import NotaryError
+from notary.metrics import Metrics
+from notary.note import NoteSigner
+from notary.seals import SealDB
+from notary.sealer import Anchorer, Publisher, Sealer, Timestamper
+from notary.sequencer import LogWriter, Overloaded, Sequencer
+from notary.tlogproof import TlogProof
+from notary.unix_ingest import serve_unix
+
+log = logging.getLogger("notary")
+
+KEY_EVENT_SOURCE = "notary/keyring"  # the source of the key-event entries the daemon appends itself
+_LAST_KEY_EVENT = "last_logged_key_event"
+
+
+class Notary:
+    def __init__(self, config: Config, *, signers: Sequence[NoteSigner], timestamper: Timestamper,
+                 publisher: Publisher):
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = Metrics()
+        self.writer = LogWriter(config.store_path)
+        self.seals = SealDB(config.seals_path)
+        self.sequencer = Sequencer(self.writer, config.limits.max_pending_entries)
+        self._signers = list(signers)
+        self.sealer = Sealer(origin=config.origin, writer=self.writer, sequencer=self.sequencer, seals=self.seals,
+                             signers=lambda: self._signers, max_entries=config.max_entries, max_age=config.max_age)
+        self.anchorer = Anchorer(origin=config.origin, seals=self.seals, timestamper=timestamper,
+                                 publisher=publisher, bucket=config.s3.bucket)
+        self.sealer.on_seal = self.anchorer.poke
+        self.stopping = asyncio.Event()
+        self._drain_deadline: float | None = None
+        self.tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover: check the store against the last signed checkpoint, then start the loops."""
+        await self.sealer.start()
+        await self.anchorer.start()
+        self.tasks = [
+            asyncio.create_task(self.sequencer.run(), name="sequencer"),
+            asyncio.create_task(self.sealer.run(self.stopping), name="sealer"),
+            asyncio.create_task(self.anchorer.run(self.stopping, lambda: self._drain_deadline), name="anchorer"),
+        ]
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop ingest, commit what was accepted, seal it, drain the outbox within ``timeout``."""
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        self.sequencer.close()
+        await self.tasks[0]  # everything accepted is durable
+        self._drain_deadline = time.monotonic() + timeout
+        self.stopping.set()
+        await self.tasks[1]  # the final seal is stored
+        self.anchorer.poke()
+        await self.tasks[2]
+        self.writer.close()
+        self.seals.close()
+
+    def replace_signers(self, signers: Sequence[NoteSigner]) -> None:
+        self._signers = list(signers)
+
+    async def log_key_events(self, events: Sequence) -> int:
+        """Append the digests of key events not logged yet (oldest first); return how many."""
+        if not events:
+            return 0
+        entries = [Entry(e.digest(), KEY_EVENT_SOURCE).encode() for e in events]
+        await self.sequencer.submit(entries)
+        await self.seals.set_state(_LAST_KEY_EVENT, events[-1].digest())
+        return len(entries)
+
+    async def last_logged_key_event(self) -> bytes | None:
+        return await self.seals.get_state(_LAST_KEY_EVENT)
+
+    # -- ingest ------------------------------------------------------------
+
+    async def submit(self, entries: list[bytes]) -> int:
+        if self.anchorer.unanchored >= self.config.limits.max_unanchored_seals:
+            self.metrics.inc("notary_ingest_rejected_total", reason="backpressure")
+            raise Overloaded(
+                f"{self.anchorer.unanchored} seals are waiting for the TSA and S3 "
+                f"(limit {self.config.limits.max_unanchored_seals}); retry later", retry_after=5)
+        try:
+            first = await self.sequencer.submit(entries)
+        except Overloaded:
+            self.metrics.inc("notary_ingest_rejected_total", reason="backpressure")
+            raise
+        self.metrics.inc("notary_entries_acknowledged_total", len(entries))
+        return first
+
+    # -- auditor answers ---------------------------------------------------
+
+    async def find(self, digest: bytes) -> list[int]:
+        return await self.writer.run(lambda s: s.find_by_digest(digest))
+
+    async def wait_anchored(self, index: int) -> None:
+        async with self.anchorer.anchored:
+            await self.anchorer.anchored.wait_for(
+                lambda: self.anchorer.latest_anchored is not None and self.anchorer.latest_anchored.tree_size > index)
+
+    async def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
+        if size is None:
+            seal = self.anchorer.latest_anchored
+            if seal is None or seal.tree_size <= index:
+                raise NotYetSealed(f"entry {index} is not covered by an anchored seal yet; retry shortly")
+        else:
+            seal = await self.seals.get(size)
+            if seal is None or not seal.anchored:
+                raise NotaryError(f"there is no anchored seal at tree size {size}")
+            if index >= size:
+                raise NotaryError(f"entry {index} is not in the tree of size {size}")
+        path, entry = await self.writer.run(lambda s: (s.inclusion_proof(index, seal.tree_size), s.entry(index)))
+        if entry is None:
+            raise NotaryError(f"entry {index} was appended as a bare leaf hash and has no entry to show")
+        return TlogProof(entry=entry, index=index, path=tuple(path), signed=parse_signed_checkpoint(seal.checkpoint))
+
+    def health_problems(self) -> list[str]:
+        problems = []
+        overdue = self.config.limits.anchor_overdue
+        since = self.anchorer.oldest_unanchored_at
+        if since is not None and time.monotonic() - since > overdue:
+            problems.append(
+                f"{self.anchorer.unanchored} seals have waited more than {overdue:g}s to be anchored "
+                f"(last error: {self.anchorer.last_error})")
+        if self.sealer.last_error is not None:
+            problems.append(f"sealing is failing: {self.sealer.last_error}")
+        if self.anchorer.integrity_alarms:
+            problems.append(f"{self.anchorer.integrity_alarms} integrity alarms: a different seal object is in S3 "
+                            f"at one of our keys (last: {self.anchorer.last_error})")
+        return problems
+
+    def metrics_text(self) -> str:
+        m = self.metrics
+        m.set("notary_log_entries", self.sequencer.size)
+        m.set("notary_pending_entries", self.sequencer.pending_entries)
+        m.set("notary_sealed_tree_size", self.sealer.sealed_size)
+        anchored = self.anchorer.latest_anchored
+        m.set("notary_anchored_tree_size", 0 if anchored is None else anchored.tree_size)
+        m.set("notary_unanchored_seals", self.anchorer.unanchored)
+        m.set("notary_commits_total", self.sequencer.commits)
+        m.set("notary_anchor_failures_total", self.anchorer.failures)
+        m.set("notary_seal_failures_total", self.sealer.failures)
+        m.set("notary_integrity_alarms_total", self.anchorer.integrity_alarms)
+        since = self.anchorer.oldest_unanchored_at
+        m.set("notary_oldest_unanchored_seal_age_seconds", 0.0 if since is None else time.monotonic() - since)
+        return m.render()
+
+
+# -- the service -------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Adapters:
+    """What the daemon needs from the outside world, built from the configuration."""
+
+    signers: Callable[[], list[NoteSigner]]  # one per active key of the keyring as it is now
+    timestamper: Timestamper
+    publisher: Publisher
+    keyring_events: Callable[[bytes | None], list]  # last logged event digest -> events to log
+    close: Callable[[], None]
+
+
+async def build_adapters(config: Config) -> Adapters:
+    """The real HSM, TSAs and S3 bucket; each refuses to start with a sentence naming what to fix."""
+    from anchors.s3 import SealPublisher, make_client
+    from anchors.tsa import TimestampClient, TsaEndpoint, load_roots
+    from hsm.keyring import Keyring
+    from hsm.pin import PinSource
+    from hsm.signer import active_signers
+    from hsm.token import Token, TokenConfig
+
+    token = Token.open(TokenConfig(module=config.hsm.module, token_label=config.hsm.token_label,
+                                   pin=PinSource.parse(config.hsm.pin)))
+
+    def load_keyring() -> Keyring:
+        keyring = Keyring.load(config.hsm.keyring)
+        if keyring.name != config.origin:
+            raise NotaryError(f"keyring {config.hsm.keyring} is for {keyring.name!r}, but origin is {config.origin!r}")
+        return keyring
+
+    endpoints = [TsaEndpoint(url=t.url, roots=load_roots(t.roots), policy=t.policy, timeout=t.timeout)
+                 for t in config.tsas]
+    access = secret = None
+    if config.s3.credentials_file is not None:
+        access, _, secret = config.s3.credentials_file.read_text().strip().partition(":")
+    client = make_client(config.s3.endpoint, config.s3.region, access_key=access, secret_key=secret)
+    publisher = await SealPublisher.open(client, config.s3.bucket, prefix=config.s3.prefix,
+                                         retention=_days(config.s3.retention_days))
+    return Adapters(
+        signers=lambda: active_signers(token, load_keyring()),
+        timestamper=TimestampClient(endpoints),
+        publisher=publisher,
+        keyring_events=lambda last: load_keyring().unlogged_events(last),
+        close=token.close,
+    )
+
+
+def _days(n: int):
+    import datetime
+
+    return datetime.timedelta(days=n)
+
+
+async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT. Returns the exit status."""
+    config = load_config(config_path)
+    adapters = await build_adapters(config)
+    notary = Notary(config, signers=adapters.signers(), timestamper=adapters.timestamper, publisher=adapters.publisher)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        await notary.start()
+        await notary.log_key_events(adapters.keyring_events(await notary.last_logged_key_event()))
+        runner = web.AppRunner(build_app(notary), access_log=None)
+        await runner.setup()
+        sites = []
+        if config.http_listen is not None:
+            site = web.TCPSite(runner, *config.http_listen, reuse_address=True)
+            await site.start()
+            sites.append(site)
+        unix_server = await serve_unix(notary) if config.unix_socket is not None else None
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(notary, config_path, adapters)))
+        watchdog = asyncio.create_task(systemd.watchdog_loop(stop))
+        systemd.notify("READY=1", f"STATUS=serving {config.origin}, {notary.sequencer.size} entries")
+        log.info("ready: %s with %d entries, sealed at %d", config.origin, notary.sequencer.size, notary.sealer.sealed_size)
+        if on_ready is not None:
+            on_ready(notary)
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopper, *notary.tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():  # a core loop ended on its own: a bug; let systemd restart us
+            stopper.cancel()
+            dead = [t for t in notary.tasks if t.done()]
+            for task in dead:
+                log.critical("internal loop %s ended unexpectedly: %r", task.get_name(), task.exception())
+            systemd.notify("STOPPING=1")
+            return 1
+
+        systemd.notify("STOPPING=1")
+        log.info("stopping: no new entries; sealing and anchoring what was accepted")
+        for site in sites:
+            await site.stop()
+        if unix_server is not None:
+            unix_server.close()
+        await notary.stop()
+        watchdog.cancel()
+        await runner.cleanup()
+        return 0
+    finally:
+        await adapters.timestamper.close()
+        adapters.close()
+
+
+async def _reload(notary: Notary, config_path: Path, adapters: Adapters) -> None:
+    """SIGHUP: reload the sources and the keyring (new active keys sign from the next seal on)."""
+    try:
+        fresh = load_config(config_path)
+        if fresh.origin != notary.config.origin or fresh.data_dir != notary.config.data_dir:
+            raise NotaryError("origin and data_dir cannot change on reload; restart the service")
+        notary.config = dataclasses.replace(notary.config, http_tokens=fresh.http_tokens, unix_peers=fresh.unix_peers)
+        signers = adapters.signers()
+        notary.replace_signers(signers)
+        logged = await notary.log_key_events(adapters.keyring_events(await notary.last_logged_key_event()))
+        systemd.notify("STATUS=reloaded")
+        log.info("reloaded: %d sources, %d active keys, %d new key events logged",
+                 len(fresh.http_tokens) + len(fresh.unix_peers), len(signers), logged)
+    except Exception as exc:  # a bad reload keeps the running configuration
+        log.error("reload failed, keeping the running configuration: %s", exc)

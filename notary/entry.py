@@ -1,0 +1,74 @@
+"""Entry v1: what one leaf of the log holds (docs/FORMATS.md, "Entry").
+
+    0x01 || digest (32 bytes) || len(source) (1 byte) || source (UTF-8, 0..255 bytes)
+
+``digest`` is the SHA-256 of the producer's log record; ``source`` is the
+authenticated identity of the submitter, so an inclusion proof also proves
+who submitted the record. Sources hold no control characters, because
+verdicts print them for people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from notary.errors import FormatError
+
+ENTRY_V1 = 0x01
+DIGEST_SIZE = 32
+MAX_SOURCE_BYTES = 255
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def check_source(source: str) -> bytes:
+    """The UTF-8 bytes of a valid source name, or ``FormatError`` saying why not."""
+    try:
+        raw = source.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("source is not valid UTF-8") from None
+    if len(raw) > MAX_SOURCE_BYTES:
+        raise FormatError(f"source is {len(raw)} bytes, more than the limit of {MAX_SOURCE_BYTES}")
+    for ch in source:
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
+            raise FormatError(f"source {source!r} contains control character U+{ord(ch):04X}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Entry:
+    digest: bytes
+    source: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.digest, bytes) or len(self.digest) != DIGEST_SIZE:
+            raise FormatError(f"digest must be {DIGEST_SIZE} bytes")
+        check_source(self.source)
+
+    def encode(self) -> bytes:
+        raw = self.source.encode("utf-8")
+        return bytes([ENTRY_V1]) + self.digest + bytes([len(raw)]) + raw
+
+
+def parse_entry(data: bytes) -> Entry:
+    """Decode an entry; any byte out of place is a ``FormatError``."""
+    if len(data) < 1 + DIGEST_SIZE + 1:
+        raise FormatError(f"entry is {len(data)} bytes, shorter than the minimum of {DIGEST_SIZE + 2}")
+    if data[0] != ENTRY_V1:
+        raise FormatError(f"entry version is 0x{data[0]:02x}, only 0x01 is defined")
+    length = data[1 + DIGEST_SIZE]
+    source = data[2 + DIGEST_SIZE :]
+    if len(source) != length:
+        raise FormatError(f"entry declares a source of {length} bytes but holds {len(source)}")
+    try:
+        text = source.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("entry source is not valid UTF-8") from None
+    return Entry(digest=bytes(data[1 : 1 + DIGEST_SIZE]), source=text)
+
+
+def parse_digest_hex(text: str) -> bytes:
+    """A SHA-256 digest written as 64 hex digits (either case)."""
+    if len(text) != 2 * DIGEST_SIZE or not _HEX.issuperset(text):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise FormatError(f"digest {shown!r} is not 64 hex digits")
+    return bytes.fromhex(text)

@@ -1,0 +1,35 @@
+"""Prometheus text exposition for the daemon's counters and gauges.
+
+Names carry the ``notary_`` prefix, base units, and ``_total`` for counters
+(https://prometheus.io/docs/practices/naming/). Small on purpose: a dict of
+samples rendered on each scrape.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        series = self._samples[name]
+        series[key] = series.get(key, 0) + amount
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self._samples[name][tuple(sorted(labels.items()))] = value
+
+    def value(self, name: str, **labels: str) -> float:
+        return self._samples.get(name, {}).get(tuple(sorted(labels.items())), 0)
+
+    def render(self) -> str:
+        lines = []
+        for name in sorted(self._samples):
+            lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
+            for labels, value in sorted(self._samples[name].items()):
+                label_text = ",".join(f'{k}="{v}"' for k, v in labels)
+                lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+        return "\n".join(lines) + "\n"

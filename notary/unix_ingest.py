@@ -1,0 +1,91 @@
+"""Local ingest over a unix socket: one digest per line in, one index per line out.
+
+The source is the peer's uid (SO_PEERCRED), mapped to a name by
+``[sources.unix.<name>] uid = N``; an unknown uid is told so and disconnected.
+Lines that arrive together are submitted together (one durable commit), and
+answers come back in order: the entry's index, or ``error: <reason>`` for a
+malformed line (nothing is appended for it), or ``retry: <reason>`` when the
+notary is over its bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from typing import TYPE_CHECKING
+
+from notary.entry import Entry, parse_digest_hex
+from notary.errors import FormatError
+from notary.sequencer import Overloaded
+
+if TYPE_CHECKING:
+    from notary.daemon import Notary
+
+MAX_LINE = 256  # a digest line is 65 bytes; anything much longer is not one
+READ_CHUNK = 1 << 16
+
+
+def peer_uid(sock: socket.socket) -> int:
+    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+async def serve_unix(notary: Notary) -> asyncio.AbstractServer:
+    path = notary.config.unix_socket
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    server = await asyncio.start_unix_server(lambda r, w: _handle(notary, r, w), path=str(path))
+    os.chmod(path, 0o660)  # who may connect is the socket's group; who they are is their uid
+    return server
+
+
+async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        uid = peer_uid(writer.get_extra_info("socket"))
+        source = notary.config.unix_peers.get(uid)
+        if source is None:
+            writer.write(f"error: uid {uid} is not a configured source\n".encode())
+            await writer.drain()
+            return
+        pending = b""
+        while True:
+            chunk = await reader.read(READ_CHUNK)
+            if not chunk:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > MAX_LINE:
+                writer.write(b"error: line too long, not a digest; closing\n")
+                await writer.drain()
+                return
+            if lines:
+                writer.write(await _answer(notary, source, lines))
+                await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
+    entries: list[bytes] = []
+    slots: list[int | str] = []  # per line: position in entries, or an error text
+    for line in lines:
+        try:
+            digest = parse_digest_hex(line.strip().decode("ascii"))
+        except (FormatError, UnicodeDecodeError) as exc:
+            slots.append(f"error: {exc}")
+            continue
+        slots.append(len(entries))
+        entries.append(Entry(digest, source).encode())
+    first = 0
+    if entries:
+        try:
+            first = await notary.submit(entries)
+        except Overloaded as exc:
+            return b"".join(
+                (f"retry: {exc}\n" if isinstance(s, int) else f"{s}\n").encode() for s in slots)
+    return b"".join((f"{first + s}\n" if isinstance(s, int) else f"{s}\n").encode() for s in slots)

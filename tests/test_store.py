@@ -1,0 +1,233 @@
+"""notary.store: durability, reopening, and clear errors on a bad store."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from notary import merkle
+from notary.errors import StoreError
+from notary.store import LogStore
+from tests.rfc6962_reference import ReferenceTree
+
+BATCH = 2000
+
+
+def batch_entries(b: int) -> list[bytes]:
+    return [b"batch-%d-entry-%d" % (b, j) for j in range(BATCH)]
+
+
+# A writer that appends numbered batches forever and prints the size after each commit.
+WRITER = """
+import sys
+from notary.store import LogStore
+from tests.test_store import batch_entries
+store = LogStore(sys.argv[1], create=True)
+b = store.size // {batch}
+while True:
+    store.append_entries(batch_entries(b))
+    b += 1
+    print(store.size, flush=True)
+""".format(batch=BATCH)
+
+
+def test_kill_mid_append_keeps_exactly_committed_batches(tmp_path):
+    """SIGKILL at random moments: the store holds every acknowledged batch, whole, and nothing torn."""
+    path = tmp_path / "log.db"
+    rng = random.Random(6962)
+    acknowledged = 0
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    for round_ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+        time.sleep(rng.uniform(0.3, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        sizes = [int(line) for line in out.split()]
+        if sizes:
+            acknowledged = sizes[-1]
+        with LogStore(path) as store:
+            # Whole batches only, at least everything acknowledged, at most one
+            # batch committed but killed before it could say so.
+            assert store.size % BATCH == 0, f"round {round_}: torn batch, size {store.size}"
+            assert acknowledged <= store.size <= acknowledged + BATCH, (round_, acknowledged, store.size)
+            acknowledged = store.size
+    assert acknowledged >= 3 * BATCH, "the writer never got going; the test proved nothing"
+    entries = [e for b in range(acknowledged // BATCH) for e in batch_entries(b)]
+    ref = ReferenceTree(entries)
+    with LogStore(path) as store:
+        assert store.tree_hash() == ref.root(len(entries))
+        for index in rng.sample(range(len(entries)), 50):
+            assert store.entry(index) == entries[index]
+            merkle.verify_inclusion(merkle.leaf_hash(entries[index]), index, store.size,
+                                    store.inclusion_proof(index), ref.root(len(entries)))
+        old = rng.randrange(1, store.size)
+        merkle.verify_consistency(old, store.size, ref.root(old), store.tree_hash(), store.consistency_proof(old))
+
+
+def test_reopened_store_answers_the_same(tmp_path):
+    path = tmp_path / "log.db"
+    with LogStore(path, create=True) as store:
+        store.append_entries([b"a%d" % i for i in range(1000)])
+        store.append_leaf_hashes([merkle.leaf_hash(b"h%d" % i) for i in range(37)])
+        root, proof, cproof = store.tree_hash(), store.inclusion_proof(500), store.consistency_proof(999)
+    with LogStore(path, readonly=True) as store:
+        assert store.size == 1037
+        assert (store.tree_hash(), store.inclusion_proof(500), store.consistency_proof(999)) == (root, proof, cproof)
+        assert store.entry(999) == b"a999"
+        assert store.entry(1000) is None  # appended as a precomputed leaf hash
+        assert store.leaf_hash(1000) == merkle.leaf_hash(b"h0")
+
+
+def test_empty_store_has_the_empty_root(tmp_path):
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        assert store.size == 0
+        assert store.tree_hash() == merkle.EMPTY_ROOT
+        assert store.append_entries([]) == 0
+
+
+def test_append_returns_first_index(tmp_path):
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        assert store.append_entries([b"x"] * 5) == 0
+        assert store.append_leaf_hashes([b"\x00" * 32] * 3) == 5
+        assert store.append_entries([b"y"]) == 8
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no log store at .*nope.db"):
+        LogStore(tmp_path / "nope.db")
+
+
+def test_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "log.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="unreadable"):
+        LogStore(path)
+
+
+def test_other_sqlite_database_is_refused(tmp_path):
+    path = tmp_path / "log.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(StoreError, match="not a merkle-notary log store"):
+        LogStore(path)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    path = tmp_path / "log.db"
+    LogStore(path, create=True).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="format version 99"):
+        LogStore(path)
+
+
+def _corrupt(path: Path, sql: str, *args) -> None:
+    db = sqlite3.connect(path)
+    db.execute(sql, args)
+    db.commit()
+    db.close()
+
+
+def _store_with(path: Path, n: int) -> None:
+    with LogStore(path, create=True) as store:
+        store.append_entries([b"e%d" % i for i in range(n)])
+
+
+def test_missing_upper_tile_is_detected_at_open(tmp_path):
+    path = tmp_path / "log.db"
+    _store_with(path, 5000)
+    _corrupt(path, "DELETE FROM tiles WHERE id = (SELECT max(id) FROM tiles)")
+    with pytest.raises(StoreError, match="corrupt: tile level"):
+        LogStore(path)
+
+
+def test_truncated_leaf_tile_is_detected_at_open(tmp_path):
+    path = tmp_path / "log.db"
+    _store_with(path, 100)
+    _corrupt(path, "UPDATE tiles SET hashes = substr(hashes, 1, 40) WHERE id = (SELECT max(id) FROM tiles WHERE id < (1 << 48))")
+    with pytest.raises(StoreError, match="corrupt: leaf tile"):
+        LogStore(path)
+
+
+def test_missing_inner_tile_is_a_clear_error_when_read(tmp_path):
+    path = tmp_path / "log.db"
+    _store_with(path, 100)
+    _corrupt(path, "DELETE FROM tiles WHERE id = 2")
+    with LogStore(path) as store:
+        with pytest.raises(StoreError, match="missing tile 2 of level 0"):
+            store.inclusion_proof(40)
+
+
+def test_second_writer_is_detected_and_nothing_is_lost(tmp_path):
+    path = tmp_path / "log.db"
+    a = LogStore(path, create=True)
+    b = LogStore(path)
+    a.append_entries([b"from a"])
+    with pytest.raises(StoreError, match="appended to by another writer"):
+        b.append_entries([b"from b"])
+    assert b.refresh() == 1
+    b.append_entries([b"from b"])
+    a.close()
+    b.close()
+    with LogStore(path) as store:
+        assert [store.entry(0), store.entry(1)] == [b"from a", b"from b"]
+
+
+def test_read_only_store_refuses_to_append(tmp_path):
+    path = tmp_path / "log.db"
+    _store_with(path, 3)
+    with LogStore(path, readonly=True) as store:
+        with pytest.raises(StoreError, match="nothing was appended"):
+            store.append_entries([b"x"])
+        assert store.size == 3
+
+
+def test_bad_leaf_hash_is_refused_before_anything_is_written(tmp_path):
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        with pytest.raises(StoreError, match="leaf hash 1 of the batch is not 32 bytes"):
+            store.append_leaf_hashes([b"\x00" * 32, b"\x00" * 31])
+        assert store.size == 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.tree_hash(11),
+    lambda s: s.inclusion_proof(10),
+    lambda s: s.inclusion_proof(3, 11),
+    lambda s: s.consistency_proof(5, 11),
+    lambda s: s.consistency_proof(6, 5),
+    lambda s: s.entry(-1),
+])
+def test_requests_outside_the_log_are_clear_errors(tmp_path, call):
+    path = tmp_path / "log.db"
+    _store_with(path, 10)
+    with LogStore(path) as store:
+        with pytest.raises(StoreError, match="not in|no consistency proof"):
+            call(store)
+
+
+def test_find_by_digest_across_epochs(tmp_path):
+    """Lookups see every entry holding a digest, in log order, whichever epoch of the index it is in."""
+    from notary.entry import Entry
+    from notary.store import EPOCH_BITS
+
+    target = bytes.fromhex("42" * 32)
+    twin = bytes.fromhex("42" * 8 + "00" * 24)  # same 8-byte prefix, another digest
+    filler = [Entry(i.to_bytes(32, "big"), "filler").encode() for i in range((1 << EPOCH_BITS) + 10)]
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        store.append_entries([Entry(target, "a").encode(), Entry(twin, "b").encode()])
+        store.append_entries(filler)
+        store.append_leaf_hashes([merkle.leaf_hash(Entry(target, "hash-only").encode())])
+        store.append_entries([Entry(target, "c").encode()])
+        last = store.size - 1
+        assert store.find_by_digest(target) == [0, last]
+        assert store.find_by_digest(twin) == [1]
+        assert store.find_by_digest(b"\x99" * 32) == []
