@@ -36,6 +36,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.timing import clock, timed
 from notary.client import ClientError, HttpClient, line_digests
 from notary.devstack import DevStack, free_port
 
@@ -50,19 +51,18 @@ def write_log(path: Path, n: int) -> None:
                     f"path=/api/v1/items/{i % 977} status={200 if i % 13 else 404} ms={i % 250}\n")
 
 
-def hash_baseline(path: Path) -> float:
-    start = time.perf_counter()
+def hash_lines(path: Path) -> None:
     sha = hashlib.sha256
     with open(path, "rb") as f:
         for line in f:
             sha(line.rstrip(b"\n")).digest()
-    return time.perf_counter() - start
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    return time.perf_counter() - start, proc.returncode, proc.stdout + proc.stderr
+def run(cmd: list[str], expect: int) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != expect:
+        raise SystemExit(f"{' '.join(cmd[2:4])} exited {proc.returncode}, expected {expect}:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -118,14 +118,14 @@ def main() -> int:
             write_log(path, args.lines)
             size_mb = path.stat().st_size / 1e6
             client = HttpClient(url, stack.token, timeout=120)
-            start = time.perf_counter()
+            start = clock()
             digests = [d for _, d in line_digests(path)]
             last = 0
             for i in range(0, len(digests), SUBMIT_BATCH):
                 last = client.submit(digests[i : i + SUBMIT_BATCH])[-1]["index"]
-            submit_s = time.perf_counter() - start
+            submit_s = clock() - start
             wait_anchored(client, last + 1)
-            anchored_s = time.perf_counter() - start
+            anchored_s = clock() - start
 
             lines = path.read_bytes().split(b"\n")[:-1]
             tampered = base / "tampered.log"
@@ -136,29 +136,18 @@ def main() -> int:
             tampered.write_bytes(b"\n".join(lines) + b"\n")
             del lines
 
-            env = dict(os.environ)
             notary = [sys.executable, "-m", "notary.cli"]
             verify = notary + ["verify-log", "--source", "dev-producer", "--dev-json", str(info)]
-            baseline, clean, dirty = [], [], []
+            baseline, clean = [], []
             for _ in range(args.repeat):
-                baseline.append(hash_baseline(path))
-                seconds, code, out = timed(verify + [str(path)], env)
-                if code != 0:
-                    raise SystemExit(f"verify-log on the untouched file exited {code}:\n{out}")
-                clean.append(seconds)
-            seconds, code, tampered_out = timed(verify + [str(tampered)], env)
-            if code != 4:
-                raise SystemExit(f"verify-log on the tampered file exited {code}:\n{tampered_out}")
-            dirty.append(seconds)
+                baseline.append(timed(hash_lines, path)[0])
+                clean.append(timed(run, verify + [str(path)], 0)[0])
+            dirty, tampered_out = timed(run, verify + [str(tampered)], 4)
             first_index = int(client.lookup([digests[0]])["indices"][0][0])
             bundle = base / "app.bundle"
-            export_s, code, out = timed(notary + ["export", "--from", str(first_index), "--to", str(last + 1),
-                                                  "--url", url, "-o", str(bundle)], env)
-            if code != 0:
-                raise SystemExit(f"export exited {code}:\n{out}")
-            bundle_s, code, out = timed(verify + ["--bundle", str(bundle), str(path)], env)
-            if code != 0:
-                raise SystemExit(f"verify-log --bundle exited {code}:\n{out}")
+            export_s, _ = timed(run, notary + ["export", "--from", str(first_index), "--to", str(last + 1),
+                                               "--url", url, "-o", str(bundle)], 0)
+            bundle_s, _ = timed(run, verify + ["--bundle", str(bundle), str(path)], 0)
             bundle_mb = bundle.stat().st_size / 1e6
             stop(proc)
 
@@ -171,7 +160,7 @@ def main() -> int:
               f"{n / med(baseline):,.0f} lines/s")
         print(f"verify-log --url, untouched (median of {args.repeat}; all: "
               f"{', '.join(f'{s:.1f}' for s in clean)}): {med(clean):.2f}s, {n / med(clean):,.0f} lines/s")
-        print(f"verify-log --url, tampered (3 findings): {dirty[0]:.2f}s, {n / dirty[0]:,.0f} lines/s")
+        print(f"verify-log --url, tampered (3 findings): {dirty:.2f}s, {n / dirty:,.0f} lines/s")
         print("\n".join("    " + line for line in tampered_out.splitlines()[2:5]))
         print(f"export of the span: {export_s:.2f}s ({bundle_mb:.0f} MB); "
               f"verify-log --bundle: {bundle_s:.2f}s, {n / bundle_s:,.0f} lines/s")
