@@ -183,7 +183,7 @@ class AuditReport:
             "bucket": self.bucket,
             "prefix": self.prefix,
             "audited_at": _iso(self.audited_at),
-            "min_retention_days": None if self.min_retention is None else self.min_retention / datetime.timedelta(days=1),
+            "min_retention_days": None if self.min_retention is None else self.min_retention.days,
             "ok": self.ok,
             "seal_count": len(chain),
             "latest_tree_size": last.tree_size if last else None,

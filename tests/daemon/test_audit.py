@@ -85,38 +85,35 @@ def test_overwritten_seal_is_an_extra_version_and_a_fork(stack, sealed, capsys, 
     assert code == EXIT_FINDINGS and f"[extra-version] {key} version {version}:" in out
 
 
-def test_governance_mode_seal_is_reported(stack, sealed):
+def replace_last(stack, sealed, prefix: str, body: bytes, mode: str = "COMPLIANCE"):
+    """The chain copied under ``prefix`` with its last seal replaced by ``body``: the audit's findings, as
+    (kind, key, version), the version written, and the first finding's message."""
     last = max(sealed)
-    copy_chain(stack, sealed, "aud-governance/", skip=(last,))
-    version = put_seal(stack, "aud-governance/", last, encode_seal(sealed[last]), mode="GOVERNANCE")
-    report = audit(stack, "aud-governance/")
-    assert [(f.kind, f.key, f.version_id) for f in report.findings] == [
-        ("governance", seal_key("aud-governance/", last), version)]
-    assert "locked in GOVERNANCE mode" in report.findings[0].message
+    copy_chain(stack, sealed, prefix, skip=(last,))
+    version = put_seal(stack, prefix, last, body, mode=mode)
+    report = audit(stack, prefix)
+    return [(f.kind, f.key, f.version_id) for f in report.findings], (seal_key(prefix, last), version), \
+        report.findings[0].message if report.findings else ""
+
+
+def test_governance_mode_seal_is_reported(stack, sealed):
+    found, (key, version), message = replace_last(stack, sealed, "aud-governance/", encode_seal(sealed[max(sealed)]),
+                                                  mode="GOVERNANCE")
+    assert found == [("governance", key, version)] and "locked in GOVERNANCE mode" in message
 
 
 def test_seal_signed_by_a_key_not_in_the_keyring_is_reported(stack, sealed):
-    last = max(sealed)
-    copy_chain(stack, sealed, "aud-untrusted-key/", skip=(last,))
-    checkpoint = resigned_checkpoint(sealed[last])  # same tree, genuinely timestamped, foreign signature
-    doc = sealed[last] | {"checkpoint": checkpoint.decode(), "timestamp_token": trusted_token(stack, checkpoint)}
-    version = put_seal(stack, "aud-untrusted-key/", last, encode_seal(doc))
-    report = audit(stack, "aud-untrusted-key/")
-    assert [(f.kind, f.key, f.version_id) for f in report.findings] == [
-        ("signature", seal_key("aud-untrusted-key/", last), version)]
-    assert "no signature by a trusted key" in report.findings[0].message
+    checkpoint = resigned_checkpoint(sealed[max(sealed)])  # same tree, genuinely timestamped, foreign signature
+    doc = sealed[max(sealed)] | {"checkpoint": checkpoint.decode(), "timestamp_token": trusted_token(stack, checkpoint)}
+    found, (key, version), message = replace_last(stack, sealed, "aud-untrusted-key/", encode_seal(doc))
+    assert found == [("signature", key, version)] and "no signature by a trusted key" in message
 
 
 def test_token_from_an_untrusted_tsa_is_reported(stack, sealed, tmp_path):
-    last = max(sealed)
-    copy_chain(stack, sealed, "aud-rogue-tsa/", skip=(last,))
-    doc = sealed[last]
+    doc = sealed[max(sealed)]
     token = rogue_token(tmp_path / "rogue-tsa", doc["checkpoint"].encode())
-    version = put_seal(stack, "aud-rogue-tsa/", last, encode_seal(doc, timestamp_token=token))
-    report = audit(stack, "aud-rogue-tsa/")
-    assert [(f.kind, f.key, f.version_id) for f in report.findings] == [
-        ("timestamp", seal_key("aud-rogue-tsa/", last), version)]
-    assert "not signed by a TSA the configured roots trust" in report.findings[0].message
+    found, (key, version), message = replace_last(stack, sealed, "aud-rogue-tsa/", encode_seal(doc, timestamp_token=token))
+    assert found == [("timestamp", key, version)] and "not signed by a TSA the configured roots trust" in message
 
 
 def test_broken_consistency_chain_and_gap_are_reported(stack, sealed):
