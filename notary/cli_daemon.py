@@ -76,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
 
     host, port = _listen(args.listen, "--listen")
     with DevStack(args.data_dir, http=(host, port)) as stack:
+        os.environ["SOFTHSM2_CONF"] = str(stack.softhsm_conf)  # before this process loads SoftHSM2
         def ready(notary) -> None:
             url = f"http://{host}:{port}"
             info = stack.write_dev_json(url)

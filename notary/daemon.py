@@ -58,7 +58,8 @@ class Notary:
         self.anchorer = Anchorer(origin=config.origin, seals=self.seals, timestamper=timestamper,
                                  publisher=publisher, bucket=config.s3.bucket)
         self.sealer.on_seal = self.anchorer.poke
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # the sealer's last turn
+        self.draining = asyncio.Event()  # set once the last seal is stored: the anchorer empties the outbox
         self._drain_deadline: float | None = None
         self.tasks: list[asyncio.Task] = []
 
@@ -71,7 +72,7 @@ class Notary:
         self.tasks = [
             asyncio.create_task(self.sequencer.run(), name="sequencer"),
             asyncio.create_task(self.sealer.run(self.stopping), name="sealer"),
-            asyncio.create_task(self.anchorer.run(self.stopping, lambda: self._drain_deadline), name="anchorer"),
+            asyncio.create_task(self.anchorer.run(self.draining, lambda: self._drain_deadline), name="anchorer"),
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -82,7 +83,7 @@ class Notary:
         self._drain_deadline = time.monotonic() + timeout
         self.stopping.set()
         await self.tasks[1]  # the final seal is stored
-        self.anchorer.poke()
+        self.draining.set()
         await self.tasks[2]
         self.writer.close()
         self.seals.close()

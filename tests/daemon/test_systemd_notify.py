@@ -110,3 +110,15 @@ def test_key_rotation_through_sighup(daemon_factory, stack):
                for i in range(after["index"] - 2, after["index"])]
     assert sources == ["notary/keyring", "notary/keyring"]
     assert d.stop() == 0
+
+
+def test_sigterm_seals_and_anchors_what_was_accepted(daemon_factory):
+    d = daemon_factory("term", max_age=30, max_entries=100000).start()  # no batch would close on its own
+    index = d.client().submit([hashlib.sha256(b"term").digest()])[0]["index"]
+    assert d.stop() == 0
+    import sqlite3
+
+    db = sqlite3.connect(d.data_dir / "seals.db")
+    rows = db.execute("SELECT tree_size, receipt IS NOT NULL FROM seals ORDER BY tree_size DESC LIMIT 1").fetchall()
+    db.close()
+    assert rows == [(index + 1, 1)], f"last seal and whether it is anchored: {rows}"
