@@ -1,4 +1,5 @@
-"""``notary run``, ``submit``, ``proof`` and ``status``: the daemon and its everyday clients (``verify``: cli_verify)."""
+"""``notary run``, ``submit``, ``proof``, ``status`` and ``check-store``: the daemon and its everyday clients
+(``verify`` and ``audit``, for auditors: cli_verify)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from notary.client import ClientError, HttpClient, line_digests, record_digest, submit_unix
 from notary.entry import parse_digest_hex
+from notary.errors import NotaryError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("status", help="the latest checkpoint, health and counters of a running notary")
     _connection_options(p)
     p.set_defaults(handler=_status)
+
+    p = subparsers.add_parser("check-store", help="recompute a stopped daemon's log and check every seal against it",
+                              description="Read-only, O(n): every entry against its leaf hash, every stored node "
+                              "against its children, and the root of every seal in seals.db against the log.")
+    p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the daemon's data_dir (holding log.db and seals.db)")
+    p.set_defaults(handler=_check_store)
 
 
 def _connection_options(p: argparse.ArgumentParser) -> None:
@@ -150,4 +158,27 @@ def _status(args: argparse.Namespace) -> int:
         if line and not line.startswith("#"):
             print(" ", line)
     return 0 if status == 200 else 1
+
+
+def _check_store(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from notary.store import LogStore
+
+    with LogStore(args.data_dir / "log.db", readonly=True) as store:
+        checked = store.verify()
+        seals_path = args.data_dir / "seals.db"
+        seals = []
+        if seals_path.exists():
+            db = sqlite3.connect(f"file:{seals_path}?mode=ro", uri=True)
+            seals = db.execute("SELECT tree_size, root_hash FROM seals ORDER BY tree_size").fetchall()
+            db.close()
+        for size, root in seals:
+            if size > store.size:
+                raise NotaryError(f"seal {size} was signed, but the log has only {store.size} entries: truncated")
+            if store.tree_hash(size) != root:
+                raise NotaryError(f"seal {size} was signed with root {root.hex()}, the log now gives "
+                                  f"{store.tree_hash(size).hex()}: the log was altered")
+    print(f"OK: {checked} entries and their tree recomputed; {len(seals)} seals agree with the log")
+    return 0
 
