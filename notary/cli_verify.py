@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from hsm.errors import KeyringError
@@ -57,9 +58,10 @@ class CommandError(NotaryError):
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "verify", help="verify a record's .tlog-proof offline: inclusion, signatures, timestamp, S3 lock",
-        description="Verify a record offline with public material only: the proof's inclusion, the checkpoint's "
-        "signatures by a key trusted at the time of the RFC 3161 timestamp, the timestamp over the exact signed "
-        "checkpoint, and with --s3 the seal object's COMPLIANCE lock.",
+        description=textwrap.fill(
+            "Verify a record offline with public material only: the proof's inclusion, the checkpoint's signatures "
+            "by a key trusted at the time of the RFC 3161 timestamp, the timestamp over the exact signed checkpoint, "
+            "and with --s3 the seal object's COMPLIANCE lock."),
         epilog=VERIFY_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("proof", type=Path, help="the .tlog-proof file")
     record = p.add_mutually_exclusive_group()
@@ -76,10 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "audit", help="audit every seal in an S3 bucket: signatures, timestamps, chain, locks, versions",
-        description="Walk every seal object under a bucket prefix, every version, and report each problem: "
-        "signatures by keys not trusted at the timestamp's time, timestamps that do not verify, breaks and gaps "
-        "in the consistency chain, forks, extra versions, delete markers, GOVERNANCE or missing locks, short "
-        "retention. Needs only read access to the bucket, the keyring or verifier keys, and the TSA roots.",
+        description=textwrap.fill(
+            "Walk every seal object under a bucket prefix, every version, and report each problem: signatures by "
+            "keys not trusted at the timestamp's time, timestamps that do not verify, breaks and gaps in the "
+            "consistency chain, forks, extra versions, delete markers, GOVERNANCE or missing locks, short retention. "
+            "Needs only read access to the bucket, the keyring or verifier keys, and the TSA roots."),
         epilog=AUDIT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _trust_options(p)
     _s3_options(p)
