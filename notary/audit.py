@@ -288,27 +288,24 @@ def audit_seals(
 
 def _check_version(record: StoredSeal, v: StoredVersion, trust: TrustedKeys, roots, min_retention, found):
     """Per-version checks; returns the parsed seal (or None) and its verification (or None)."""
+    seal = verified = None
     try:
         seal = parse_seal(v.body)
     except FormatError as exc:
         found("malformed", v, f"is not a valid seal: {exc}")
-        lock = lock_finding(v.version.lock, v.version.last_modified, min_retention)
-        if lock:
-            found(lock[0], v, lock[1])
-        return None, None
-    if not seal.canonical:
-        found("noncanonical", v, "is a seal, but not in the notary's canonical JSON (sorted keys, no spaces, ASCII)")
-    if seal.tree_size != record.tree_size:
-        found("misplaced", v, f"holds the seal of tree size {seal.tree_size}, but the key is for tree size {record.tree_size}")
-    verified = None
-    try:
-        verified = verify_seal(seal, trust, roots)
-    except TimestampError as exc:
-        found("timestamp", v, str(exc))
-    except SignatureError as exc:
-        found("signature", v, f"the checkpoint of tree size {seal.tree_size}: {exc}")
-    since = verified.time if verified else v.version.last_modified
-    lock = lock_finding(v.version.lock, since, min_retention)
+    if seal is not None:
+        if not seal.canonical:
+            found("noncanonical", v, "is a seal, but not in the notary's canonical JSON (sorted keys, no spaces, ASCII)")
+        if seal.tree_size != record.tree_size:
+            found("misplaced", v, f"holds the seal of tree size {seal.tree_size}, but the key is for tree size "
+                  f"{record.tree_size}")
+        try:
+            verified = verify_seal(seal, trust, roots)
+        except TimestampError as exc:
+            found("timestamp", v, str(exc))
+        except SignatureError as exc:
+            found("signature", v, f"the checkpoint of tree size {seal.tree_size}: {exc}")
+    lock = lock_finding(v.version.lock, verified.time if verified else v.version.last_modified, min_retention)
     if lock:
         found(lock[0], v, lock[1])
     return seal, verified

@@ -52,7 +52,7 @@ def kinds(report) -> set[tuple[str, str]]:
     return {(f.kind, f.key) for f in report.findings}
 
 
-def test_untouched_bucket_audits_clean(stack, sealed, capsys, monkeypatch):
+def test_untouched_bucket_audits_clean(stack, sealed, capsys, monkeypatch, tmp_path):
     s3_env(monkeypatch, stack)
     code, out, err = run_cli(capsys, "audit", *trust_args(stack), *s3_args(stack, "aud/"))
     assert code == 0, out + err
@@ -62,6 +62,13 @@ def test_untouched_bucket_audits_clean(stack, sealed, capsys, monkeypatch):
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["findings"] == [] and report["seal_count"] == len(sealed)
     assert all(s["verified"] and s["lock_mode"] == "COMPLIANCE" for s in report["seals"])
+    # The dev stack's dev.json is enough: verifier keys, TSA roots, bucket and credentials.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    dev_json = tmp_path / "dev.json"
+    dev_json.write_text(json.dumps(stack.dev_info("http://unused")))
+    code, out, err = run_cli(capsys, "audit", "--dev-json", dev_json, "--prefix", "aud/")
+    assert code == 0 and out.startswith(f"CLEAN: {len(sealed)} seals"), out + err
 
 
 def test_overwritten_seal_is_an_extra_version_and_a_fork(stack, sealed, capsys, monkeypatch):

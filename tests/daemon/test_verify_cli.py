@@ -62,6 +62,9 @@ def test_untouched_record_verifies_with_keyring_timestamp_and_lock(daemon_factor
     run = subprocess.run([sys.executable, "-m", "notary.cli", "verify", str(proof), "--dev-json", str(dev_json),
                           "--line", LINE], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.startswith("VERIFIED: record "), run.stdout + run.stderr
+    run = subprocess.run([sys.executable, "-m", "notary.cli", "verify", str(proof), "--dev-json", str(dev_json),
+                          "--line", LINE, "--s3", "--prefix", "vfy-clean/"], capture_output=True, text=True)
+    assert run.returncode == 0 and "locked in COMPLIANCE mode until" in run.stdout, run.stdout + run.stderr
     assert d.stop() == 0
 
 
