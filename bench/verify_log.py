@@ -142,7 +142,7 @@ def main() -> int:
             for _ in range(args.repeat):
                 baseline.append(timed(hash_lines, path)[0])
                 clean.append(timed(run, verify + [str(path)], 0)[0])
-            dirty, tampered_out = timed(run, verify + [str(tampered)], 4)
+            dirty, tampered_out = timed(run, verify + [str(tampered)], 9)
             first_index = int(client.lookup([digests[0]])["indices"][0][0])
             bundle = base / "app.bundle"
             export_s, _ = timed(run, notary + ["export", "--from", str(first_index), "--to", str(last + 1),

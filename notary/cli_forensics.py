@@ -5,13 +5,9 @@ the checkpoint's signatures by a trusted key, then every leaf of the span
 against the checkpoint's root with a range proof (notary/rangeproof.py). A
 daemon or a bundle that omits, adds, changes or reorders an entry fails there.
 
-Exit status of ``verify-log`` (docs/OPERATIONS.md, "Log-file forensics"):
-0 every line is notarized, in order, and no entry of the span is missing;
-1 the check could not be made (unreadable file, daemon unreachable, malformed bundle);
-2 usage error;
-3 the evidence does not verify (checkpoint signature, range proof);
-4 the file was tampered with (a line altered, inserted, moved or swapped, an entry deleted);
-5 no tampering, but some lines are not sealed yet.
+Exit status of ``verify-log``: the codes of ``notary verify`` and ``notary audit``
+where the meaning is the same (``VERIFY_LOG_EXIT_CODES`` below, docs/OPERATIONS.md,
+"Log-file forensics").
 """
 
 from __future__ import annotations
@@ -26,25 +22,33 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from notary import rangeproof
-from notary.checkpoint import SignedCheckpoint, parse_signed_checkpoint, verify_signed_checkpoint
+from notary.checkpoint import SignedCheckpoint, parse_signed_checkpoint
+from notary.cli_verify import EXIT_FINDINGS, CommandError
 from notary.client import ClientError, HttpClient, line_digests
 from notary.entry import check_source
-from notary.errors import FormatError, NotaryError, VerificationError
+from notary.errors import FormatError, VerificationError
 from notary.forensics import analyse
 from notary.logbundle import Span, format_bundle, parse_bundle, parse_entry_lines, span_lines
-from notary.note import VerifierKey, b64decode_strict, parse_verifier_key
+from notary.note import b64decode_strict
+from notary.trust import SignatureError, TrustedKeys
+from notary.verify import EXIT_ERROR, EXIT_INCLUSION, EXIT_MALFORMED, EXIT_OK, EXIT_SIGNATURE, EXIT_USAGE
 
-EXIT_CLEAN, EXIT_TAMPERED, EXIT_PENDING = 0, 4, 5
+EXIT_TAMPERED = EXIT_FINDINGS  # as notary audit: at least one finding, each listed
+EXIT_PENDING = 10  # no tampering found, but some lines are not sealed yet
+
+VERIFY_LOG_EXIT_CODES = f"""exit status:
+  {EXIT_OK}  clean: every line is notarized, in order, and no entry of the span is missing
+  {EXIT_ERROR}  the check could not run (the notary cannot be reached or refused a request): no verdict
+  {EXIT_USAGE}  usage: missing or conflicting options, unreadable or empty file, bundle of another source
+  {EXIT_MALFORMED}  malformed input: the bundle or a key is not in its format
+  {EXIT_INCLUSION}  inclusion: the span's entries do not lead to the checkpoint's root (range proof)
+  {EXIT_SIGNATURE}  signature: the checkpoint is not signed by a trusted key
+  {EXIT_TAMPERED}  tampered: a line altered, inserted, moved or swapped, or an entry deleted; each is listed
+  {EXIT_PENDING} incomplete: no tampering found, but some lines are not sealed yet; run again after the next seal"""
 ENTRIES_PER_REQUEST = 1 << 16  # the daemon's MAX_ENTRIES_PER_REQUEST
 LOOKUPS_PER_REQUEST = 10_000  # the daemon's default limits.max_request_digests
 FETCH_THREADS = 4
 SHOW_FINDINGS = 200  # findings printed for people; --json has them all
-
-
-class EvidenceError(VerificationError):
-    """The daemon's answers or the bundle do not verify against a trusted checkpoint."""
-
-    exit_code = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "verify-log", help="check a log file line by line against the log: altered, deleted, inserted, moved lines",
         description="Hash each line of FILE (one line = one record), find the entries SOURCE notarized over the "
         "file's span and report per line whether it is notarized, and what was altered, deleted, inserted or "
-        "reordered. Exit 0 clean, 3 evidence does not verify, 4 tampered, 5 some lines not sealed yet.")
+        "reordered.", epilog=VERIFY_LOG_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, metavar="FILE", help="the log file")
     p.add_argument("--source", required=True, help="the source (producer name) that notarized the file's lines")
     where = p.add_mutually_exclusive_group()
@@ -87,7 +91,7 @@ def _dev_info(path: Path | None) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise NotaryError(f"cannot read dev stack file {path}: {exc}") from None
+        raise CommandError(f"cannot read dev stack file {path}: {exc}", EXIT_USAGE) from None
 
 
 # -- the two views of the log --------------------------------------------------
@@ -96,7 +100,7 @@ def _dev_info(path: Path | None) -> dict:
 class DaemonIndex:
     """A source's entries as a daemon shows them, verified against its latest anchored checkpoint."""
 
-    def __init__(self, client: HttpClient, source: str, trusted: Sequence[VerifierKey]):
+    def __init__(self, client: HttpClient, source: str, trusted: TrustedKeys):
         self.client, self.source = client, source
         first = client.range_proof(0, 1)  # the latest anchored checkpoint, pinned for the whole run
         self.checkpoint_text = first["checkpoint"]
@@ -116,8 +120,8 @@ class DaemonIndex:
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         checkpoint, proof, span = _fetch(self.client, start, end, self.size, self.source)
         if checkpoint != self.checkpoint_text:
-            raise EvidenceError(f"the notary proved [{start}, {end}) against another checkpoint than the one pinned "
-                                f"at the start (tree size {self.size})")
+            raise CommandError(f"the notary proved [{start}, {end}) against another checkpoint than the one pinned "
+                               f"at the start (tree size {self.size})", EXIT_INCLUSION)
         _verify_span(span, proof, self.signed)
         return [(i, d) for i, d, s in span.records if s == self.source]
 
@@ -134,24 +138,27 @@ def _fetch(client: HttpClient, start: int, end: int, size: int | None,
         for text in texts:
             parse_entry_lines(text.splitlines(), start, span)
     if span.end != end:
-        raise EvidenceError(f"the notary sent {span.end - start} entries for [{start}, {end})")
+        raise CommandError(f"the notary sent {span.end - start} entries for [{start}, {end})", EXIT_INCLUSION)
     return answer["checkpoint"], proof, span
 
 
 class BundleIndex:
     """A source's entries in a log bundle, verified on loading."""
 
-    def __init__(self, path: Path, source: str, trusted: Sequence[VerifierKey]):
+    def __init__(self, path: Path, source: str, trusted: TrustedKeys):
         try:
             text = path.read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise NotaryError(f"cannot read bundle {path}: {exc}") from None
+        except OSError as exc:
+            raise CommandError(f"cannot read bundle {path}: {exc.strerror or exc}", EXIT_USAGE) from None
+        except UnicodeDecodeError:
+            raise CommandError(f"malformed input: bundle {path} is not UTF-8 text", EXIT_MALFORMED) from None
         try:
             bundle = parse_bundle(text)
         except FormatError as exc:
-            raise FormatError(f"bundle {path}: {exc}") from None
+            raise CommandError(f"malformed input: bundle {path}: {exc}", EXIT_MALFORMED) from None
         if bundle.source is not None and bundle.source != source:
-            raise NotaryError(f"bundle {path} shows only the entries of source {bundle.source!r}, not {source!r}")
+            raise CommandError(f"bundle {path} shows only the entries of source {bundle.source!r}, not {source!r}",
+                               EXIT_USAGE)
         self.signed, self.signed_by = _verify_checkpoint(bundle.signed.note.format(), trusted)
         self.size = self.signed.checkpoint.size
         _verify_span(bundle.span, bundle.proof, self.signed)
@@ -169,11 +176,15 @@ class BundleIndex:
         return self._records[bisect.bisect_left(self._keys, start) : bisect.bisect_left(self._keys, end)]
 
 
-def _verify_checkpoint(text: str, trusted: Sequence[VerifierKey]) -> tuple[SignedCheckpoint, list[VerifierKey]]:
+def _verify_checkpoint(text: str, trusted: TrustedKeys) -> tuple[SignedCheckpoint, list[str]]:
+    """The checkpoint and the names of the trusted keys that signed it (keys given as strings: no time needed)."""
     try:
-        return verify_signed_checkpoint(text, trusted)
-    except VerificationError as exc:
-        raise EvidenceError(f"the checkpoint does not verify: {exc}") from None
+        signed, keys = trusted.verify_checkpoint(text, None)
+    except SignatureError as exc:
+        raise CommandError(f"the checkpoint does not verify: {exc}", EXIT_SIGNATURE) from None
+    except FormatError as exc:
+        raise CommandError(f"malformed input: the checkpoint: {exc}", EXIT_MALFORMED) from None
+    return signed, [k.name() for k in keys]
 
 
 def _verify_span(span: Span, proof: list[bytes], signed: SignedCheckpoint) -> None:
@@ -181,45 +192,46 @@ def _verify_span(span: Span, proof: list[bytes], signed: SignedCheckpoint) -> No
     try:
         rangeproof.verify_range(span.start, cp.size, span.leaves, proof, cp.root_hash)
     except VerificationError as exc:
-        raise EvidenceError(f"entries [{span.start}, {span.end}) are not the ones the signed checkpoint "
-                            f"of size {cp.size} commits to: {exc}") from None
+        raise CommandError(f"entries [{span.start}, {span.end}) are not the ones the signed checkpoint "
+                           f"of size {cp.size} commits to: {exc}", EXIT_INCLUSION) from None
 
 
 # -- commands ----------------------------------------------------------------
 
 
-def _trusted(args: argparse.Namespace, info: dict) -> list[VerifierKey]:
+def _trusted(args: argparse.Namespace, info: dict) -> TrustedKeys:
     keys = list(args.vkey) + list(info.get("vkeys", []))
     if not keys:
-        raise NotaryError("no trusted verifier key: give --vkey KEY (from `notary keys export`) or --dev-json")
-    return [parse_verifier_key(k) for k in keys]
+        raise CommandError("no trusted verifier key: give --vkey KEY (from `notary keys export`) or --dev-json",
+                           EXIT_USAGE)
+    try:
+        return TrustedKeys.from_strings(keys)
+    except FormatError as exc:
+        raise CommandError(f"malformed input: {exc}", EXIT_MALFORMED) from None
 
 
 def _verify_log(args: argparse.Namespace) -> int:
     info = _dev_info(args.dev_json)
     trusted = _trusted(args, info)
-    try:
-        check_source(args.source)
-    except FormatError as exc:
-        raise FormatError(f"--source: {exc}") from None
+    _check_source_option(args.source)
     try:
         digests = [d for _, d in line_digests(args.file)]
     except OSError as exc:
-        raise NotaryError(f"cannot read log file {args.file}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot read log file {args.file}: {exc.strerror or exc}", EXIT_USAGE) from None
     if not digests:
-        raise NotaryError(f"log file {args.file} is empty: there is no line to verify")
+        raise CommandError(f"log file {args.file} is empty: there is no line to verify", EXIT_USAGE)
     if args.bundle is not None:
         index = BundleIndex(args.bundle, args.source, trusted)
         against = f"bundle {args.bundle} (entries [{index.range[0]}, {index.range[1]}))"
     else:
         url = args.url or info.get("url")
         if url is None:
-            raise NotaryError("give --url URL (a notary) or --bundle FILE (from `notary export`)")
+            raise CommandError("give --url URL (a notary) or --bundle FILE (from `notary export`)", EXIT_USAGE)
         index = DaemonIndex(HttpClient(url), args.source, trusted)
         against = f"notary {url}"
     report = analyse(digests, index)
     cp = index.signed.checkpoint
-    signers = [f"{k.name}+{k.key_id:08x}" for k in index.signed_by]
+    signers = index.signed_by
     if args.json:
         out = {
             "file": str(args.file), "source": args.source, "against": against, "lines": len(digests),
@@ -235,7 +247,14 @@ def _verify_log(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_report(args, report, against, cp, signers, len(digests))
-    return EXIT_TAMPERED if report.tampered else EXIT_PENDING if report.pending else EXIT_CLEAN
+    return EXIT_TAMPERED if report.tampered else EXIT_PENDING if report.pending else EXIT_OK
+
+
+def _check_source_option(source: str) -> None:
+    try:
+        check_source(source)
+    except FormatError as exc:
+        raise CommandError(f"--source: {exc}", EXIT_USAGE) from None
 
 
 def _result(report) -> str:
@@ -261,12 +280,9 @@ def _print_report(args, report, against: str, cp, signers: list[str], lines: int
 def _export(args: argparse.Namespace) -> int:
     url = _dev_info(args.dev_json).get("url", args.url) if args.dev_json is not None else args.url
     if not 0 <= args.start < args.end:
-        raise NotaryError(f"--from {args.start} --to {args.end}: need 0 <= FROM < TO")
+        raise CommandError(f"--from {args.start} --to {args.end}: need 0 <= FROM < TO", EXIT_USAGE)
     if args.source is not None:
-        try:
-            check_source(args.source)
-        except FormatError as exc:
-            raise FormatError(f"--source: {exc}") from None
+        _check_source_option(args.source)
     checkpoint, proof, span = _fetch(HttpClient(url), args.start, args.end, None, args.source)
     # The daemon is not trusted here either: the entries are checked against the root before they are
     # written, so that a bad export shows now rather than at the auditor's (who also checks the signatures).
@@ -279,7 +295,7 @@ def _export(args: argparse.Namespace) -> int:
                 f.write(piece)
         os.replace(tmp, args.output)
     except OSError as exc:
-        raise NotaryError(f"cannot write bundle {args.output}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot write bundle {args.output}: {exc.strerror or exc}", EXIT_USAGE) from None
     print(f"wrote {args.output}: entries [{args.start}, {args.end}) of log "
           f"{signed.checkpoint.origin} under its checkpoint of size {signed.checkpoint.size}")
     return 0

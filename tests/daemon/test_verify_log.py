@@ -112,7 +112,7 @@ def test_each_tamper_case_is_detected_and_names_its_lines_and_entry(notarized, b
     path = tampered(base, f"{case}.log", change(list(LINES)))
     extra = ["--bundle", str(bundle)] if via == "bundle" else []
     code, out, err = verify_log(capsys, info, path, "--json", *extra)
-    assert code == 4, out + err
+    assert code == 9, out + err
     report = json.loads(out)
     assert report["result"] == "tampered"
     assert [(f["kind"], f["lines"]) for f in report["findings"]] == [(kind, lines)]
@@ -125,7 +125,7 @@ def test_each_tamper_case_is_detected_and_names_its_lines_and_entry(notarized, b
     untouched = [r for r in report["records"] if r["line"] not in lines]
     assert all(r["status"] == "notarized" for r in untouched)
     code, out, _ = verify_log(capsys, info, path, *extra)
-    assert code == 4 and "TAMPERED" in out
+    assert code == 9 and "TAMPERED" in out
     assert {
         "edited": f"line 13 was altered (was entry {indices[12]})",
         "deleted": f"entry {indices[25]} was deleted: it was notarized between line 25 and line 26",
@@ -142,7 +142,7 @@ def test_a_changed_entry_in_a_bundle_fails_the_range_proof(notarized, bundle, ca
     forged = base / "forged.bundle"
     forged.write_text(text.replace(original, "00" * 32, 1))
     code, out, err = verify_log(capsys, info, base / "app.log", "--bundle", str(forged))
-    assert code == 3
+    assert code == 5
     assert "are not the ones the signed checkpoint of size" in err and "lead to root" in err
 
 
@@ -151,7 +151,7 @@ def test_an_untrusted_key_fails_the_checkpoint(notarized, bundle, capsys):
     other = str(SoftwareSigner.ecdsa().verifier("dev.notary.localhost/log"))
     code = main(["verify-log", str(base / "app.log"), "--source", "dev-producer", "--url", d.url, "--vkey", other])
     _, err = capsys.readouterr()
-    assert code == 3 and "the checkpoint does not verify" in err
+    assert code == 6 and "the checkpoint does not verify" in err
 
 
 def test_a_bundle_filtered_to_one_source_shows_others_as_leaves_and_still_verifies(notarized, capsys):
@@ -167,7 +167,7 @@ def test_a_bundle_filtered_to_one_source_shows_others_as_leaves_and_still_verifi
     assert code == 0, out + err
     code = main(["verify-log", str(base / "app.log"), "--source", "local-user", "--dev-json", str(info),
                  "--bundle", str(path)])
-    assert code == 1 and "shows only the entries of source 'dev-producer', not 'local-user'" in capsys.readouterr().err
+    assert code == 2 and "shows only the entries of source 'dev-producer', not 'local-user'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content, message", [
@@ -180,7 +180,7 @@ def test_unreadable_or_empty_log_file_is_a_clear_error(notarized, capsys, tmp_pa
     if content is not None:
         path.write_text(content)
     code, out, err = verify_log(capsys, info, path)
-    assert code == 1 and message in err
+    assert code == 2 and message in err
 
 
 @pytest.mark.parametrize("text, message", [
@@ -194,7 +194,7 @@ def test_malformed_bundle_is_a_clear_error(notarized, capsys, tmp_path, text, me
     path = tmp_path / "bad.bundle"
     path.write_text(text)
     code, out, err = verify_log(capsys, info, base / "app.log", "--bundle", str(path))
-    assert code == 1 and message in err, err
+    assert code == 3 and "malformed input" in err and message in err, err
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -237,7 +237,7 @@ def test_lines_notarized_after_the_anchored_checkpoint_are_pending_not_tampered(
     info = tmp_path / "dev.json"
     info.write_text(json.dumps(d.stack.dev_info(d.url)))
     code, out, err = verify_log(capsys, info, path, "--json")
-    assert code == 5, out + err
+    assert code == 10, out + err
     report = json.loads(out)
     assert report["result"] == "pending" and report["checkpoint"]["tree_size"] == sealed
     assert [(f["kind"], f["lines"], f["indices"]) for f in report["findings"]] == \
