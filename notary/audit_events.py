@@ -16,8 +16,10 @@ handler, a sink or an exception message:
   be joined without the id);
 - card-number fields become ``****<last four>``;
 - password and secret fields are dropped;
-- any other string that contains a Luhn-valid card number or a national id is
-  refused (AuditEventError names the field, never the value).
+- any other string or number that contains a card number (13-19 digits,
+  Luhn-valid, first digit 2-6) or a national id (US SSN written with
+  separators, UK National Insurance number) is refused (AuditEventError names
+  the field, never the value), in details, actor, on_behalf_of and target.
 Tests: tests/test_audit_events.py (Hypothesis: planted values never reach the sink).
 """
 
@@ -81,7 +83,11 @@ def luhn_valid(digits: str) -> bool:
 
 
 def contains_card_number(text: str) -> bool:
-    return any(luhn_valid(re.sub(r"[ -]", "", m.group())) for m in _CARD_CANDIDATE.finditer(text))
+    """A run of 13-19 digits (spaces or dashes between them allowed) that is Luhn-valid and starts
+    with a card network's major industry identifier, 2 to 6 (ISO/IEC 7812-1): Visa, Mastercard, Amex,
+    Discover, JCB, UnionPay. The first digit keeps epoch milliseconds and most order numbers out."""
+    return any(m.group()[0] in "23456" and luhn_valid(re.sub(r"[ -]", "", m.group()))
+               for m in _CARD_CANDIDATE.finditer(text))
 
 
 def contains_national_id(text: str) -> bool:

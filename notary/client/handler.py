@@ -129,6 +129,7 @@ class NotaryHandler(logging.Handler):
         self._closing = False
         self._last_error = ""
         self._last_warning = 0.0
+        self._attached: list[logging.Logger] = []
         self._db = sqlite3.connect(str(self.sink) + ".notary", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -270,6 +271,7 @@ class NotaryHandler(logging.Handler):
         logger.propagate = False
         if self not in logger.handlers:
             logger.addHandler(self)
+            self._attached.append(logger)
         return logger
 
     def mode_for(self, logger_name: str) -> Mode:
@@ -358,7 +360,9 @@ class NotaryHandler(logging.Handler):
         ])
 
     def close(self) -> None:
-        """Stop the drainer; what is still spooled stays on disk for the next start."""
+        """Detach, stop the drainer; what is still spooled stays on disk for the next start."""
+        for logger in self._attached:
+            logger.removeHandler(self)
         if not self._closing:
             self._closing = True
             self._stop.set()
