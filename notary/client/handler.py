@@ -336,14 +336,16 @@ class NotaryHandler(logging.Handler):
             return self._db.execute("SELECT count(*) FROM lines WHERE entry_index IS NULL").fetchone()[0]
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until the spool is empty (True) or ``timeout`` seconds passed (False)."""
+        """Submit the spool from this thread until it is empty (True) or ``timeout`` seconds passed (False)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.spool_depth:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            self._wake.set()
-            time.sleep(0.05)
-        return True
+        while True:
+            try:
+                self._submit_spooled()
+                return True
+            except ClientError:
+                if deadline is not None and time.monotonic() + RETRY_FIRST >= deadline:
+                    return False
+                time.sleep(RETRY_FIRST)
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the spool, to append to the application's /metrics."""
