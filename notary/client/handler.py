@@ -28,10 +28,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import rfc8785
 
@@ -41,7 +41,7 @@ from notary.errors import NotaryError
 Mode = Literal["fail_closed", "fail_open"]
 MODES: tuple[Mode, ...] = ("fail_closed", "fail_open")
 
-BATCH_LINES = 256  # lines per submission while draining (well under the daemon's max_request_digests default)
+BATCH_LINES = 256  # lines per submission; must not exceed the daemon's limits.max_request_digests (default 10000)
 RETRY_FIRST = 0.5  # seconds before the first retry of a failed drain, doubled up to RETRY_MAX
 RETRY_MAX = 30.0
 WARN_INTERVAL = 30.0  # at most one spool warning per this many seconds
@@ -127,7 +127,6 @@ class NotaryHandler(logging.Handler):
         self._wake = threading.Event()  # a line was spooled
         self._stop = threading.Event()
         self._closing = False
-        self._last_error = ""
         self._last_warning = 0.0
         self._attached: list[logging.Logger] = []
         self._db = sqlite3.connect(str(self.sink) + ".notary", check_same_thread=False, isolation_level=None)
@@ -217,12 +216,15 @@ class NotaryHandler(logging.Handler):
                     return
                 try:
                     indices = self.transport.submit_indices([d for _, d in rows])
-                except ClientError as exc:
+                    if len(indices) != len(rows):
+                        raise ClientError(f"the notary answered {len(indices)} indices for {len(rows)} digests")
+                except Exception as exc:
+                    # Whatever went wrong, the lines are not acknowledged: one error type for the callers.
                     self.submit_failures_total += 1
-                    self._last_error = str(exc)
-                    raise
-                if len(indices) != len(rows):
-                    raise ClientError(f"the notary answered {len(indices)} indices for {len(rows)} digests")
+                    if isinstance(exc, ClientError):
+                        raise
+                    raise ClientError(f"submitting through {type(self.transport).__name__} failed: "
+                                      f"{type(exc).__name__}: {exc}") from exc
                 now = time.time()
                 with self._db_lock:
                     self._db.execute("BEGIN")
@@ -237,7 +239,7 @@ class NotaryHandler(logging.Handler):
             self._wake.clear()  # before submitting: a line spooled meanwhile wakes the next wait at once
             try:
                 self._submit_spooled()
-            except ClientError as exc:
+            except Exception as exc:  # the thread must outlive any failure, or the spool would sit unnoticed
                 self._warn_spooled(str(exc))
                 self._stop.wait(delay)  # back off; new lines do not hurry a notary that is away
                 delay = min(delay * 2, RETRY_MAX)
