@@ -131,3 +131,12 @@ def test_a_shortened_or_rewritten_sink_is_refused(tmp_path, nowhere, altered, er
     sink.write_bytes(altered)
     with pytest.raises(HandlerError, match=error):
         NotaryHandler(sink, nowhere, mode="fail_open")
+
+
+def test_one_handler_per_sink(tmp_path, nowhere):
+    sink = tmp_path / "audit.jsonl"
+    h = NotaryHandler(sink, nowhere, mode="fail_open")
+    with pytest.raises(HandlerError, match="in use by another handler"):
+        NotaryHandler(sink, nowhere, mode="fail_open")
+    h.close()
+    NotaryHandler(sink, nowhere, mode="fail_open").close()  # free again once closed

@@ -23,6 +23,8 @@ Properties proved against a real daemon in tests/daemon/test_producer_client.py.
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import logging
 import os
 import sqlite3
@@ -35,6 +37,7 @@ from typing import Literal, Protocol
 
 import rfc8785
 
+from notary.audit_events import utc_millis
 from notary.client.sync import ClientError, record_digest
 from notary.errors import NotaryError
 
@@ -133,7 +136,11 @@ class NotaryHandler(logging.Handler):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_LEDGER_SCHEMA)
-        self._file = self._open_sink()
+        try:
+            self._file = self._open_sink()
+        except BaseException:
+            self._db.close()
+            raise
         self._drainer = threading.Thread(target=self._drain_forever, name=f"notary-spool {self.sink.name}",
                                          daemon=True)
         self._drainer.start()
@@ -152,6 +159,13 @@ class NotaryHandler(logging.Handler):
         line, end, digest = last or (0, 0, None)
         created = not self.sink.exists()
         f = open(self.sink, "a+b")
+        try:
+            # Two writers would interleave lines and number them twice: one handler per sink, machine-wide.
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise HandlerError(f"sink {self.sink} is in use by another handler (this process or another): "
+                               "give each process its own sink") from None
         size = os.fstat(f.fileno()).st_size
         if size < end:
             f.close()
@@ -320,7 +334,7 @@ class NotaryHandler(logging.Handler):
             document = record.msg
         else:
             document = {"level": record.levelname, "logger": record.name, "message": record.getMessage(),
-                        "time": _utc_millis(record.created)}
+                        "time": utc_millis(datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc))}
         self.audit(document, mode=self.mode_for(record.name))
 
     def index_of(self, line: int) -> int | None:
@@ -376,10 +390,6 @@ class NotaryHandler(logging.Handler):
                 self._file.close()
                 self._db.close()
         super().close()
-
-
-def _utc_millis(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 def _fsync_dir(path: Path) -> None:
