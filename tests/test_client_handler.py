@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 
 import pytest
@@ -140,3 +142,21 @@ def test_one_handler_per_sink(tmp_path, nowhere):
         NotaryHandler(sink, nowhere, mode="fail_open")
     h.close()
     NotaryHandler(sink, nowhere, mode="fail_open").close()  # free again once closed
+
+
+def test_a_failed_write_refuses_later_lines_until_reopened(tmp_path, nowhere):
+    sink = tmp_path / "audit.jsonl"
+    h = NotaryHandler(sink, nowhere, mode="fail_open")
+    h.audit({"n": 1})
+    os.close(h._file.fileno())  # the sink's descriptor goes bad: the next write fails like a dead disk
+    with pytest.raises(HandlerError, match="failed to write a line"):
+        h.audit({"n": 2})
+    with pytest.raises(HandlerError, match="reopen it"):
+        h.attach("test.failed.write").info({"n": 3})
+    with contextlib.suppress(OSError):  # closing the already closed descriptor
+        h.close()
+    again = NotaryHandler(sink, nowhere, mode="fail_open")  # reconciles sink and ledger
+    again.audit({"n": 4})
+    again.close()
+    assert [(line, digest) for line, digest, _, _ in ledger(sink)] == list(line_digests(sink))
+    assert sink.read_bytes() == b'{"n":1}\n{"n":4}\n'

@@ -105,18 +105,17 @@ class NotaryHandler(logging.Handler):
 
     A record whose ``msg`` is a mapping (an event from ``notary.audit_events``)
     is written as that mapping; any other record as ``{"level", "logger",
-    "message", "time"}``. Attach it directly to the audit loggers (with
-    ``propagate = False`` if the root logger writes elsewhere), never behind a
-    ``QueueHandler``: a queue returns before the notary answered, which
-    defeats fail-closed.
+    "message", "time"}``. Attach it to the audit loggers with ``attach``, never
+    behind a ``QueueHandler``: a queue returns before the notary answered,
+    which defeats fail-closed. It has no level of its own: a level would drop
+    records silently.
     """
 
     def __init__(self, sink: Path | str, transport: Transport, *, mode: Mode = "fail_closed",
-                 modes: Mapping[str, Mode] | None = None, level: int = logging.NOTSET):
-        super().__init__(level)
+                 modes: Mapping[str, Mode] | None = None):
+        super().__init__()
         for m in [mode, *(modes or {}).values()]:
-            if m not in MODES:
-                raise ValueError(f"mode must be one of {', '.join(MODES)}, got {m!r}")
+            _check_mode(m)
         self.sink = Path(sink)
         self.transport = transport
         self.mode = mode
@@ -130,6 +129,7 @@ class NotaryHandler(logging.Handler):
         self._wake = threading.Event()  # a line was spooled
         self._stop = threading.Event()
         self._closing = False
+        self._broken: str | None = None  # why no more lines can be written, after a failed write
         self._last_warning = 0.0
         self._attached: list[logging.Logger] = []
         self._db = sqlite3.connect(str(self.sink) + ".notary", check_same_thread=False, isolation_level=None)
@@ -205,13 +205,22 @@ class NotaryHandler(logging.Handler):
         data = canonical_line(document)
         digest = record_digest(data)
         with self._db_lock:
-            self._file.write(data + b"\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            end = self._file.tell()
-            (line,) = self._db.execute("SELECT coalesce(max(line), 0) + 1 FROM lines").fetchone()
-            self._db.execute("INSERT INTO lines (line, end_offset, digest, written_at) VALUES (?, ?, ?, ?)",
-                             (line, end, digest, time.time()))
+            if self._broken:
+                raise HandlerError(self._broken)
+            try:
+                self._file.write(data + b"\n")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                end = self._file.tell()
+                (line,) = self._db.execute("SELECT coalesce(max(line), 0) + 1 FROM lines").fetchone()
+                self._db.execute("INSERT INTO lines (line, end_offset, digest, written_at) VALUES (?, ?, ?, ?)",
+                                 (line, end, digest, time.time()))
+            except (OSError, sqlite3.Error) as exc:
+                # The sink may now hold a (torn) line the ledger lacks; only the reconciliation at start
+                # puts them back in step, so refuse every later line until the handler is reopened.
+                self._broken = (f"the audit handler of {self.sink} failed to write a line ({exc}); "
+                                "reopen it (a new NotaryHandler on the same sink) to reconcile sink and ledger")
+                raise HandlerError(self._broken) from exc
         return line, digest
 
     # -- submitting -------------------------------------------------------------
@@ -280,9 +289,7 @@ class NotaryHandler(logging.Handler):
         """
         logger = logging.getLogger(logger) if isinstance(logger, str) else logger
         if mode is not None:
-            if mode not in MODES:
-                raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-            self.modes[logger.name] = mode
+            self.modes[logger.name] = _check_mode(mode)
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
         if self not in logger.handlers:
@@ -305,9 +312,7 @@ class NotaryHandler(logging.Handler):
         NotAcknowledgedError. fail-open: returns with ``index=None`` once the
         line is spooled.
         """
-        mode = mode or self.mode
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        mode = _check_mode(mode or self.mode)
         if self._closing:
             raise HandlerError(f"the audit handler of {self.sink} is closed")
         line, digest = self._append(document)
@@ -390,6 +395,12 @@ class NotaryHandler(logging.Handler):
                 self._file.close()
                 self._db.close()
         super().close()
+
+
+def _check_mode(mode: str) -> Mode:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 def _fsync_dir(path: Path) -> None:
