@@ -109,7 +109,8 @@ def test_async_client_reports_an_unreachable_notary(daemon_factory, tmp_path):
 def test_fail_closed_raises_when_the_notary_is_stopped(daemon_factory, tmp_path, transport):
     d = daemon_factory(f"pc-closed-{transport}", max_age=0.3).start()
     sink = tmp_path / "audit.jsonl"
-    via = HttpClient(d.url, d.stack.token, timeout=5) if transport == "http" else UnixClient(d.socket, timeout=5)
+    # A long timeout: a stopped notary refuses the connection at once, a busy machine must not fail the test.
+    via = HttpClient(d.url, d.stack.token, timeout=30) if transport == "http" else UnixClient(d.socket, timeout=30)
     handler = NotaryHandler(sink, via, mode="fail_closed")
     logger = handler.attach(f"test.fail_closed.{transport}")
     try:
