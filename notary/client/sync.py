@@ -1,8 +1,9 @@
-"""A small synchronous client for the daemon: submit digests, fetch proofs and checkpoints.
+"""The synchronous client: submit digests, fetch proofs and checkpoints.
 
 HTTP (``HttpClient``) or the local unix socket (``submit_unix``). Records are
 hashed on the client: the notary only ever sees digests. How a log file is
-hashed is fixed in ``line_digests`` (docs/FORMATS.md, "Records").
+hashed is fixed in ``line_digests`` (docs/FORMATS.md, "Records"). The request
+encoding and the answer decoding here are shared with ``notary.client.aio``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,46 @@ def line_digests(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, record_digest(line)
 
 
+def submit_request(digests: Sequence[bytes], wait_sealed: bool) -> tuple[str, bytes]:
+    """The path and JSON body of ``POST /v1/entries`` (docs/OPERATIONS.md, "HTTP API")."""
+    body = json.dumps({"digests": [d.hex() for d in digests]}).encode()
+    return "/v1/entries" + ("?wait=sealed" if wait_sealed else ""), body
+
+
+def proof_path(digest: bytes | None, index: int | None, size: int | None) -> str:
+    if (digest is None) == (index is None):
+        raise ValueError("a proof is asked for by digest or by index, exactly one of them")
+    query = f"digest={digest.hex()}" if digest is not None else f"index={index}"
+    if size is not None:
+        query += f"&size={size}"
+    return f"/v1/proof?{query}"
+
+
+def answer_body(status: int, body: bytes, what: str) -> bytes:
+    """The body of a 200 answer; otherwise a ClientError with the notary's own message."""
+    if status == 200:
+        return body
+    try:
+        message = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace")
+    raise ClientError(f"{what}: HTTP {status}: {message}")
+
+
+def unix_request(digests: Sequence[bytes]) -> bytes:
+    """One digest, 64 hex digits, per line (docs/OPERATIONS.md, "Unix socket")."""
+    return b"".join(d.hex().encode() + b"\n" for d in digests)
+
+
+def unix_indices(path: Path, data: bytes, expected: int) -> list[int]:
+    """The indices from the socket's answer lines, or the first `error:`/`retry:` line as a ClientError."""
+    answers = data.decode("utf-8", "replace").splitlines()
+    if len(answers) != expected or not all(a.isdigit() for a in answers):
+        bad = next((a for a in answers if not a.isdigit()), "connection closed early")
+        raise ClientError(f"notary socket {path}: {bad}")
+    return [int(a) for a in answers]
+
+
 class HttpClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
         self.url = url.rstrip("/")
@@ -60,50 +101,41 @@ class HttpClient:
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"notary at {self.url} cannot be reached: {reason}") from None
 
-    def _ok(self, status: int, body: bytes, what: str) -> bytes:
-        if status == 200:
-            return body
-        try:
-            message = json.loads(body)["error"]
-        except (ValueError, KeyError, TypeError):
-            message = body[:200].decode("utf-8", "replace")
-        raise ClientError(f"{what}: HTTP {status}: {message}")
-
     def submit(self, digests: Sequence[bytes], *, wait_sealed: bool = False) -> list[dict]:
-        body = json.dumps({"digests": [d.hex() for d in digests]}).encode()
-        path = "/v1/entries" + ("?wait=sealed" if wait_sealed else "")
-        return json.loads(self._ok(*self._request("POST", path, body), "submit"))["entries"]
+        path, body = submit_request(digests, wait_sealed)
+        return json.loads(answer_body(*self._request("POST", path, body), "submit"))["entries"]
+
+    def submit_indices(self, digests: Sequence[bytes]) -> list[int]:
+        """Submit and return only the indices, in order (the handler's transport interface)."""
+        return [e["index"] for e in self.submit(digests)]
 
     def proof(self, *, digest: bytes | None = None, index: int | None = None, size: int | None = None) -> str:
-        query = f"digest={digest.hex()}" if digest is not None else f"index={index}"
-        if size is not None:
-            query += f"&size={size}"
-        return self._ok(*self._request("GET", f"/v1/proof?{query}"), "proof").decode("utf-8")
+        return answer_body(*self._request("GET", proof_path(digest, index, size)), "proof").decode("utf-8")
 
     def checkpoint(self) -> str:
-        return self._ok(*self._request("GET", "/checkpoint"), "checkpoint").decode("utf-8")
+        return answer_body(*self._request("GET", "/checkpoint"), "checkpoint").decode("utf-8")
 
     def lookup(self, digests: Sequence[bytes], source: str | None = None) -> dict:
         """``{"anchored_size": N, "indices": [[index, ...] per digest]}``."""
-        body = json.dumps({"digests": [d.hex() for d in digests]}).encode()
+        _, body = submit_request(digests, wait_sealed=False)  # the same {"digests": [...]} body
         path = "/v1/lookup" + _query(source=source)
-        return json.loads(self._ok(*self._request("POST", path, body), "lookup"))
+        return json.loads(answer_body(*self._request("POST", path, body), "lookup"))
 
     def entries(self, start: int, end: int, source: str | None = None) -> str:
         """Entry lines of [start, end) (notary/logbundle.py)."""
         path = "/v1/entries" + _query(**{"from": start, "to": end, "source": source})
-        return self._ok(*self._request("GET", path), "entries").decode("utf-8")
+        return answer_body(*self._request("GET", path), "entries").decode("utf-8")
 
     def range_proof(self, start: int, end: int, size: int | None = None) -> dict:
         path = "/v1/range-proof" + _query(**{"from": start, "to": end, "size": size})
-        return json.loads(self._ok(*self._request("GET", path), "range proof"))
+        return json.loads(answer_body(*self._request("GET", path), "range proof"))
 
     def healthz(self) -> tuple[int, dict]:
         status, body = self._request("GET", "/healthz")
         return status, json.loads(body)
 
     def metrics(self) -> str:
-        return self._ok(*self._request("GET", "/metrics"), "metrics").decode("utf-8")
+        return answer_body(*self._request("GET", "/metrics"), "metrics").decode("utf-8")
 
 
 def _query(**params: object) -> str:
@@ -117,15 +149,22 @@ def submit_unix(path: Path, digests: Sequence[bytes], timeout: float = 60.0) -> 
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(b"".join(d.hex().encode() + b"\n" for d in digests))
+            sock.sendall(unix_request(digests))
             sock.shutdown(socket.SHUT_WR)
             data = b""
             while chunk := sock.recv(1 << 16):
                 data += chunk
     except OSError as exc:
         raise ClientError(f"notary socket {path} cannot be used: {exc.strerror or exc}") from None
-    answers = data.decode("utf-8", "replace").splitlines()
-    if len(answers) != len(digests) or not all(a.isdigit() for a in answers):
-        bad = next((a for a in answers if not a.isdigit()), "connection closed early")
-        raise ClientError(f"notary socket {path}: {bad}")
-    return [int(a) for a in answers]
+    return unix_indices(path, data, len(digests))
+
+
+class UnixClient:
+    """The unix socket as a transport for ``NotaryHandler`` (same interface as ``HttpClient.submit_indices``)."""
+
+    def __init__(self, path: Path | str, timeout: float = 60.0):
+        self.path = Path(path)
+        self.timeout = timeout
+
+    def submit_indices(self, digests: Sequence[bytes]) -> list[int]:
+        return submit_unix(self.path, digests, self.timeout)
