@@ -1,0 +1,118 @@
+"""Notary daemons for the examples: a dev stack (notary.devstack) and ``notary run`` processes on 127.0.0.1.
+
+Each daemon gets its own data directory, S3 prefix and HTTP sources: one
+bearer token per source name, so that every entry says which producer
+submitted it (docs/FORMATS.md, "Entry"). Development only, like the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from notary.config import token_hash
+from notary.devstack import DevStack, DevStackError, free_port
+
+READY_TIMEOUT = 60  # seconds: SoftHSM2 login and the S3 bucket check come before the HTTP listener
+STOP_TIMEOUT = 60  # seconds: SIGTERM seals and anchors what is sequenced before the daemon exits
+
+
+@dataclass
+class Notary:
+    """One ``notary run -c`` process and the tokens of its HTTP sources."""
+
+    name: str
+    url: str
+    tokens: dict[str, str]  # source name -> bearer token
+    dev_json: Path  # URL, verifier keys, TSA roots, S3 settings: what `notary verify-log --dev-json` reads
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+class ExampleStack:
+    """``with ExampleStack(base) as stack: notary = stack.notary("central", ["host-a"])``; everything stops on exit."""
+
+    def __init__(self, base: Path, max_age: float = 0.2):
+        self.base = Path(base)
+        self.max_age = max_age
+        self.dev = DevStack(self.base / "stack")
+        self.notaries: list[Notary] = []
+
+    def __enter__(self) -> ExampleStack:
+        self.dev.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for notary in self.notaries:
+            notary.stop()
+        self.dev.stop()
+
+    def notary(self, name: str, sources: Iterable[str]) -> Notary:
+        """Start a daemon whose HTTP sources are ``sources``, each with a fresh token; wait until it answers."""
+        port = free_port()
+        config = self.dev.write_config(name, http=("127.0.0.1", port), max_age=self.max_age)
+        tokens = {source: secrets.token_urlsafe(32) for source in sources}
+        with open(config, "a") as f:
+            for source, token in tokens.items():
+                f.write(f'\n[sources.http.{source}]\ntoken_sha256 = "{token_hash(token).hex()}"\n')
+        url = f"http://127.0.0.1:{port}"
+        dev_json = self.base / f"{name}.dev.json"
+        fd = os.open(dev_json, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.dev.dev_info(url), f, indent=2)
+        log = open(self.base / f"{name}.log", "ab")
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "notary.cli", "run", "-c", str(config)],
+                                       env=self.dev.env(), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        notary = Notary(name, url, tokens, dev_json, process)
+        self.notaries.append(notary)
+        _wait_ready(notary, self.base / f"{name}.log")
+        return notary
+
+
+def _wait_ready(notary: Notary, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if notary.process.poll() is not None:
+            raise DevStackError(f"notary {notary.name} exited with status {notary.process.returncode}; see {log}")
+        try:
+            urllib.request.urlopen(notary.url + "/healthz", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # answering, if not healthy yet (no seal anchored)
+        except OSError:
+            time.sleep(0.05)
+    raise DevStackError(f"notary {notary.name} did not answer within {READY_TIMEOUT} s; see {log}")
+
+
+def wait_anchored(client, index: int, timeout: float = 60) -> None:
+    """Return once an anchored seal covers log index ``index`` (``client``: a notary.client.HttpClient)."""
+    deadline = time.monotonic() + timeout
+    # A lookup answers the latest anchored size whatever it finds; the digest asked about does not matter.
+    while client.lookup([bytes(32)])["anchored_size"] <= index:
+        if time.monotonic() > deadline:
+            raise DevStackError(f"no anchored seal covers index {index} after {timeout} s")
+        time.sleep(0.1)
