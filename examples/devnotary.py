@@ -8,7 +8,6 @@ submitted it (docs/FORMATS.md, "Entry"). Development only, like the stack.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from notary.config import token_hash
-from notary.devstack import DevStack, DevStackError, free_port
+from notary.devstack import DevStack, DevStackError, free_port, write_secret
 
 READY_TIMEOUT = 60  # seconds: SoftHSM2 login and the S3 bucket check come before the HTTP listener
 STOP_TIMEOUT = 60  # seconds: SIGTERM seals and anchors what is sequenced before the daemon exits
@@ -34,6 +33,7 @@ class Notary:
     name: str
     url: str
     tokens: dict[str, str]  # source name -> bearer token
+    token_files: dict[str, Path]  # source name -> file holding its token (mode 0600)
     dev_json: Path  # URL, verifier keys, TSA roots, S3 settings: what `notary verify-log --dev-json` reads
     process: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -72,14 +72,14 @@ class ExampleStack:
         port = free_port()
         config = self.dev.write_config(name, http=("127.0.0.1", port), max_age=self.max_age)
         tokens = {source: secrets.token_urlsafe(32) for source in sources}
+        token_files = {source: self.base / f"{name}.{source}.token" for source in sources}
         with open(config, "a") as f:
             for source, token in tokens.items():
                 f.write(f'\n[sources.http.{source}]\ntoken_sha256 = "{token_hash(token).hex()}"\n')
+                write_secret(token_files[source], token + "\n")
         url = f"http://127.0.0.1:{port}"
         dev_json = self.base / f"{name}.dev.json"
-        fd = os.open(dev_json, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.dev.dev_info(url), f, indent=2)
+        write_secret(dev_json, json.dumps(self.dev.dev_info(url), indent=2) + "\n")
         log = open(self.base / f"{name}.log", "ab")
         try:
             process = subprocess.Popen([sys.executable, "-m", "notary.cli", "run", "-c", str(config)],
@@ -87,7 +87,7 @@ class ExampleStack:
                                        stdin=subprocess.DEVNULL)
         finally:
             log.close()
-        notary = Notary(name, url, tokens, dev_json, process)
+        notary = Notary(name, url, tokens, token_files, dev_json, process)
         self.notaries.append(notary)
         _wait_ready(notary, self.base / f"{name}.log")
         return notary

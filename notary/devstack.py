@@ -52,7 +52,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -152,7 +152,7 @@ class DevStack:
         names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if BUCKET not in names:
             self.s3.create_bucket(BUCKET, object_lock=True)
-        _write_secret(self.data_dir / "s3-credentials", f"{self.s3.access_key}:{self.s3.secret_key}\n")
+        write_secret(self.data_dir / "s3-credentials", f"{self.s3.access_key}:{self.s3.secret_key}\n")
 
     def start(self) -> DevStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ class DevStack:
             raise
         token_file = self.data_dir / "producer-token"
         if not token_file.exists():
-            _write_secret(token_file, secrets.token_urlsafe(32) + "\n")
+            write_secret(token_file, secrets.token_urlsafe(32) + "\n")
         self.token = token_file.read_text().strip()
         self.write_config("notary", http=self.http, max_entries=self.max_entries, max_age=self.max_age,
                           limits=self.limits, prefix=PREFIX)
@@ -240,7 +240,7 @@ uid = {os.getuid()}
 
     def write_dev_json(self, url: str) -> Path:
         path = self.data_dir / "dev.json"
-        _write_secret(path, json.dumps(self.dev_info(url), indent=2) + "\n")
+        write_secret(path, json.dumps(self.dev_info(url), indent=2) + "\n")
         return path
 
     def stop_tsa(self) -> None:

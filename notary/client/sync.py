@@ -130,6 +130,10 @@ class HttpClient:
         path = "/v1/range-proof" + _query(**{"from": start, "to": end, "size": size})
         return json.loads(answer_body(*self._request("GET", path), "range proof"))
 
+    def seal(self, size: int) -> dict:
+        """``GET /v1/seals/<size>``: ``{"seal": <the seal JSON, parsed>, "s3": <where it is locked>}``."""
+        return json.loads(answer_body(*self._request("GET", f"/v1/seals/{size}"), f"seal {size}"))
+
     def healthz(self) -> tuple[int, dict]:
         status, body = self._request("GET", "/healthz")
         return status, json.loads(body)

@@ -1,0 +1,1 @@
+"""Several services, one notary per host, and a central notary over the hosts (see README.md)."""
