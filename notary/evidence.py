@@ -68,6 +68,16 @@ _SEAL_FILE = re.compile(r"seals/(\d{20})\.json")
 _SUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
 
 
+TRANSCRIPT_METHOD = (
+    "How: each seal file is parsed as a notary-seal/v1 object; its RFC 3161 token must cover SHA-256 of the exact",
+    "checkpoint bytes and chain to the TSA roots in tsa/roots.pem; the checkpoint must carry a valid signature by a",
+    "key of keys/keyring.json in service (between its activate and retire events) at the token's time; each seal's",
+    "consistency proof must lead from the root of the seal before it to its own root (RFC 9162 section 2.1.4.2), so",
+    "no seal is missing between them; each seal's time places it before, in or after the period; each seal must be",
+    "the original version the audit read from S3 (audit/audit.json), whose findings on these seals are listed.",
+)
+
+
 class PackError(NotaryError):
     """A pack cannot be read at all (no such directory, too many files)."""
 
@@ -308,7 +318,7 @@ class PackVerdict:
         return text + "."
 
     def render_text(self) -> str:
-        lines = [self.sentence(), ""]
+        lines = [self.sentence(), "", *TRANSCRIPT_METHOD, ""]
         lines += [f"  {c.name:<10} {c.status:<12} {c.detail}" for c in self.checks]
         for s in self.seals:
             size = s.seal.tree_size if s.seal else "?"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 from collections.abc import Mapping
 from html import escape
 
@@ -203,7 +204,7 @@ def render_html(verdict: PackVerdict, pack: dict, keyring: Keyring, files: Mappi
             f'<span class="mono">{e(s.file)}</span>'))
     key_rows = [(str(k.seq), e(k.time), e(k.event), f'<span class="mono">{k.key_id.hex()}</span>', e(k.label),
                  e(k.algorithm)) for k in keyring.events]
-    control_rows = [tuple(e(c) for c in row) for row in CONTROLS]
+    control_rows = [tuple(_prose(c) for c in row) for row in CONTROLS]
     file_rows = [(f'<span class="mono">{e(p)}</span>', str(len(d)), f'<span class="mono">{hashlib.sha256(d).hexdigest()}</span>')
                  for p, d in sorted(files.items()) if p != REPORT]
     result_class = "ok" if verdict.ok else "bad"
@@ -243,7 +244,7 @@ satisfy any of them, and the assessment is the auditor's.</p>
                             "not shown / left to the entity"), control_rows)}</div>
 
 <h2>What the notary does not cover</h2>
-<ul id="not-covered">{"".join(f"<li>{e(t)}</li>" for t in NOT_COVERED)}</ul>
+<ul id="not-covered">{"".join(f"<li>{_prose(t)}</li>" for t in NOT_COVERED)}</ul>
 
 <h2>How to re-verify this pack</h2>
 <pre>notary verify-pack DIR          # offline: files, signatures, timestamps, chain, period
@@ -259,6 +260,11 @@ TSA roots: <code>{TSA_ROOTS}</code>.</p>
 {_table(("file", "bytes", "SHA-256"), file_rows, numeric=(1,))}
 </body></html>
 """
+
+
+def _prose(text: str) -> str:
+    """Escaped text, with `command` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
 def _when(s) -> str:

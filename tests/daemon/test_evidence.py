@@ -230,3 +230,18 @@ def test_html_report_renders_in_headless_chromium(pack, period_seals, tmp_path):
         assert f"<td>{clause}" in controls, clause
     assert "holds SHA-256 digests of records and the names of the submitting sources" in controls
     assert "not the records" in controls
+
+
+def test_timer_runs_the_evidence_command_for_the_previous_quarter():
+    import shlex
+
+    from notary.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2] / "config"
+    timer = (root / "merkle-notary-evidence.timer").read_text()
+    assert "OnCalendar=*-01,04,07,10-01 03:00:00 UTC" in timer and "Persistent=yes" in timer
+    unit = (root / "merkle-notary-evidence.service").read_text().replace("\\\n", " ")
+    command = shlex.split(next(l for l in unit.splitlines() if l.startswith("ExecStart="))[len("ExecStart="):])
+    args = build_parser().parse_args(command[1:])
+    assert command[0].endswith("/notary") and args.command == "evidence" and args.previous_quarter
+    assert "{from}" in args.out and "{to}" in args.out and args.keyring and args.tsa_roots and args.bucket
