@@ -17,7 +17,9 @@ from pathlib import Path
 from hsm.errors import KeyringError
 from hsm.keyring import Keyring
 
-from notary.cli_verify import CommandError, _dev_info, _read, _reader, _roots, _s3_options, _trust_options
+from notary.cli_verify import (
+    CommandError, _dev_info, _read, _reader, _roots, _s3_options, _trust_options, retention, retention_option,
+)
 from notary.errors import FormatError
 from notary.evidence import EXIT_CHAIN, EXIT_FINDINGS, EXIT_MALFORMED, EXIT_MANIFEST, EXIT_SEAL, Period, PackError
 from notary.trust import TrustedKeys
@@ -60,8 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the pack's directory, new or empty; {from} and {to} are replaced by the period's days")
     _trust_options(p)
     _s3_options(p)
-    p.add_argument("--min-retention-days", type=int, metavar="N",
-                   help="require each seal locked until at least N days after its timestamp")
+    retention_option(p)
     p.set_defaults(handler=_evidence)
 
     p = subparsers.add_parser(
@@ -101,8 +102,6 @@ def _evidence(args: argparse.Namespace) -> int:
     if args.keyring is None:
         raise CommandError("give --keyring FILE: the pack holds the key history its signatures are checked with",
                            EXIT_USAGE)
-    if args.min_retention_days is not None and args.min_retention_days < 0:
-        raise CommandError(f"--min-retention-days is {args.min_retention_days}, expected 0 or more", EXIT_USAGE)
     dev = _dev_info(args)
     keyring = _read(args.keyring)
     try:
@@ -111,8 +110,7 @@ def _evidence(args: argparse.Namespace) -> int:
         raise CommandError(f"malformed input: {args.keyring}: {exc}", EXIT_MALFORMED) from None
     roots = _roots(args, dev, required=True)
     roots_path = args.tsa_roots or Path(dev["tsa_roots"])
-    retention = None if args.min_retention_days is None else datetime.timedelta(days=args.min_retention_days)
-    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention))
+    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention(args)))
     files, verdict = build_pack(report, period, keyring, _read(roots_path),
                                 created_at=datetime.datetime.now(datetime.UTC))
     try:
