@@ -92,7 +92,7 @@ def _period(args: argparse.Namespace) -> Period:
 
 def _evidence(args: argparse.Namespace) -> int:
     from notary.audit import audit_bucket
-    from notary.evidence import build_pack, write_pack
+    from notary.evidence import build_pack, check_new, write_pack
 
     period = _period(args)
     first, last = period.slug()
@@ -102,6 +102,10 @@ def _evidence(args: argparse.Namespace) -> int:
     if args.keyring is None:
         raise CommandError("give --keyring FILE: the pack holds the key history its signatures are checked with",
                            EXIT_USAGE)
+    try:
+        check_new(out)
+    except PackError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
     dev = _dev_info(args)
     keyring = _read(args.keyring)
     try:

@@ -226,11 +226,16 @@ def manifest(files: Mapping[str, bytes]) -> bytes:
                    for path, data in sorted(files.items()) if path != MANIFEST).encode()
 
 
-def write_pack(directory: Path, files: Mapping[str, bytes]) -> None:
-    """Create ``directory`` (it must not exist, or be empty: a pack is never written over) and its files."""
+def check_new(directory: Path) -> None:
+    """A pack is never written over: ``directory`` must not exist, or be empty."""
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise PackError(f"{directory} already exists and is not an empty directory; an evidence pack is never "
                         "written over: choose another --out")
+
+
+def write_pack(directory: Path, files: Mapping[str, bytes]) -> None:
+    """Create ``directory`` (``check_new``) and the pack's files in it."""
+    check_new(directory)
     for path, data in sorted(files.items()):
         target = directory / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -416,12 +421,16 @@ def verify_contents(files: Mapping[str, bytes]) -> PackVerdict:
     period_check, period_problems = _check_period(seals, pack, period)
     problems += period_problems
     checks.append(period_check)
-    findings = _findings_on(files, seals)
-    checks.append(Check("audit", FAILED if findings else OK,
-                        f"{AUDIT_JSON} records {len(findings)} finding(s) on the pack's seals" if findings else
-                        f"{AUDIT_JSON}: the audit of s3://{pack['bucket']}/{pack['prefix']} made with the pack "
-                        "recorded no problem on the pack's range of tree sizes (locks, versions, chain)",
-                        EXIT_FINDINGS))
+    findings = _findings_on(files, seals) if audited is not None else []
+    if audited is None:
+        checks.append(Check("audit", FAILED, f"{AUDIT_JSON} cannot be read, so locks and versions are unknown",
+                            EXIT_MALFORMED))
+    else:
+        checks.append(Check("audit", FAILED if findings else OK,
+                            f"{AUDIT_JSON} records {len(findings)} finding(s) on the pack's seals" if findings else
+                            f"{AUDIT_JSON}: the audit of s3://{pack['bucket']}/{pack['prefix']} made with the pack "
+                            "recorded no problem on the pack's range of tree sizes (locks, versions, chain)",
+                            EXIT_FINDINGS))
     problems += [Problem(AUDIT_JSON, f, EXIT_FINDINGS) for f in findings]
     return PackVerdict(pack["origin"], period, trust, roots, tuple(seals), tuple(checks), tuple(problems),
                        tuple(findings))

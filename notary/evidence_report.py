@@ -150,7 +150,7 @@ h1{font-size:17pt;margin:.2em 0}h2{font-size:13pt;margin-top:1.6em;border-bottom
 table{border-collapse:collapse;width:100%;margin:.6em 0}th,td{border:1px solid #999;padding:3px 6px;
 text-align:left;vertical-align:top}th{background:#eee}
 td.num{text-align:right;font-variant-numeric:tabular-nums}code,pre,.mono{font-family:"DejaVu Sans Mono",monospace;
-font-size:8.5pt;word-break:break-all}pre{white-space:pre-wrap;border:1px solid #ccc;padding:.5em;background:#fafafa}
+font-size:8.5pt}.mono{word-break:break-all}pre{white-space:pre-wrap;border:1px solid #ccc;padding:.5em;background:#fafafa}
 .result{border:2px solid;padding:.6em .8em;font-size:11.5pt;margin:1em 0}
 .ok{border-color:#1a7f37;background:#eaf6ec}.bad{border-color:#b42318;background:#fdecea}
 dl.summary{display:grid;grid-template-columns:max-content auto;gap:.15em 1.2em}dl.summary dt{font-weight:bold}
@@ -161,9 +161,12 @@ tr,.result{break-inside:avoid}pre{white-space:pre-wrap}}
 """
 
 
-def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], numeric: tuple[int, ...] = ()) -> str:
-    """Cells are HTML already (escape before)."""
-    out = ["<table><thead><tr>", *(f"<th>{h}</th>" for h in head), "</tr></thead><tbody>"]
+def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], numeric: tuple[int, ...] = (),
+           widths: tuple[int, ...] = ()) -> str:
+    """Cells are HTML already (escape before); ``widths`` in percent fix the layout (long unbreakable values)."""
+    cols = "".join(f'<col style="width:{w}%">' for w in widths)
+    style = ' style="table-layout:fixed;width:99.5%"' if widths else ""
+    out = [f"<table{style}>{cols}<thead><tr>", *(f"<th>{h}</th>" for h in head), "</tr></thead><tbody>"]
     for row in rows:
         out.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
                                     for i, c in enumerate(row)) + "</tr>")
@@ -186,6 +189,8 @@ def render_html(verdict: PackVerdict, pack: dict, keyring: Keyring, files: Mappi
         ("Seals in the period", f'<span id="seal-count">{len(inside)}</span>'),
         ("Entries added in the period", e(entries or "0")),
         ("First / last timestamp", e(f"{_when(inside[0])} / {_when(inside[-1])}" if inside else "none")),
+        ("Time-Stamping Authority", e(", ".join(sorted({s.verified.timestamp.tsa for s in verdict.seals
+                                                         if s.verified})) or "none verified")),
         ("Seals in the pack", e(f"{len(verdict.seals)} (with the seal before and the seal after the period, "
                                 "where they exist)")),
         ("Bucket", f'<span class="mono">{e("s3://" + pack["bucket"] + "/" + pack["prefix"])}</span>'),
@@ -200,8 +205,7 @@ def render_html(verdict: PackVerdict, pack: dict, keyring: Keyring, files: Mappi
             str(s.seal.previous_tree_size) if s.seal else "?", e(_when(s)),
             e(", ".join(k.name() for k in v.signed_by) if v else "not verified"),
             e(f"{stated.get('lock_mode') or 'none'} until {stated.get('retain_until') or '-'}"),
-            e("ok" if all(c.status != FAILED for c in s.checks) else "FAILED"),
-            f'<span class="mono">{e(s.file)}</span>'))
+            e("ok" if all(c.status != FAILED for c in s.checks) else "FAILED")))
     key_rows = [(str(k.seq), e(k.time), e(k.event), f'<span class="mono">{k.key_id.hex()}</span>', e(k.label),
                  e(k.algorithm)) for k in keyring.events]
     control_rows = [tuple(_prose(c) for c in row) for row in CONTROLS]
@@ -229,8 +233,9 @@ outcome) is <code>{TRANSCRIPT}</code>; the audit of the whole bucket prefix is <
 <p>Each seal is a signed checkpoint of the log (tree size and Merkle root), timestamped by an RFC 3161
 Time-Stamping Authority and stored in S3 under Object Lock. Each holds the consistency proof from the seal before it,
 so together they show that the log only grew.</p>
-{_table(("role", "tree size", "previous", "timestamp (TSA)", "signed by", "S3 lock (at pack time)", "checks", "file"),
-        seal_rows, numeric=(1, 2))}
+{_table(("role", "tree size", "previous", "RFC 3161 time (UTC)", "signed by", "S3 lock (when the pack was made)",
+         "checks"), seal_rows, numeric=(1, 2))}
+<p>The seal of tree size N is the file <code>seals/N.json</code> (N in 20 digits), byte for byte the S3 object.</p>
 
 <h2>Key history</h2>
 <p>From <code>{KEYRING}</code> (also as a table in <code>{KEY_HISTORY}</code>). A key's signatures count only between
@@ -257,7 +262,7 @@ notary audit --bucket {e(pack["bucket"])} --prefix {e(pack["prefix"])} --keyring
 <p>SHA-256 of every file of the pack but this report and <code>{MANIFEST}</code>, which lists them all
 (this report included). Machine-readable: <code>{PACK_JSON}</code>, <code>{AUDIT_JSON}</code>;
 TSA roots: <code>{TSA_ROOTS}</code>.</p>
-{_table(("file", "bytes", "SHA-256"), file_rows, numeric=(1,))}
+{_table(("file", "bytes", "SHA-256"), file_rows, numeric=(1,), widths=(38, 9, 53))}
 </body></html>
 """
 
@@ -270,4 +275,4 @@ def _prose(text: str) -> str:
 def _when(s) -> str:
     if s.verified is None:
         return "not verified"
-    return s.verified.time.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") + " (" + s.verified.timestamp.tsa + ")"
+    return s.verified.time.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -217,7 +217,6 @@ def test_html_report_renders_in_headless_chromium(pack, period_seals, tmp_path):
     result = _chromium(f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri())
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 20_000
-    shutil.copy(shot, Path(tempfile.gettempdir()) / "evidence-report.png")  # to look at by eye
     result = _chromium("--dump-dom", report.as_uri())
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     dom = result.stdout.decode()
