@@ -561,6 +561,11 @@ def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period) -> tupl
         problems.append(Problem(file, f"is listed in {PACK_JSON} but missing from the pack", EXIT_CHAIN))
     inside = [s for s in timed if s.role == PERIOD]
     has_after = bool(timed) and timed[-1].role == AFTER
+    latest, last = pack.get("latest_tree_size"), (timed[-1].seal.tree_size if timed else 0)
+    if not has_after and isinstance(latest, int) and latest > last:
+        problems.append(Problem(PACK_JSON, f"says the bucket held seals up to tree size {latest} when the pack was "
+                                f"made, but the pack ends at tree size {last} with no seal after the period: seals "
+                                "at the end of the period may be missing", EXIT_CHAIN))
     end = ("closed by the seal after it, " + timed[-1].file) if has_after else (
         f"not closed by a later seal: none existed when the pack was made ({pack.get('created_at')}); the audit "
         f"then saw tree size {pack.get('latest_tree_size')} as the latest")

@@ -180,6 +180,21 @@ def test_deleted_seal_fails_naming_the_file(pack, period_seals, tmp_path, capsys
     assert f"  {gone}: is listed in pack.json but missing from the pack" in out
 
 
+def test_pack_cut_short_at_either_end_fails(pack, period_seals, tmp_path, capsys):
+    """Dropping the seal before or after the period, with pack.json and SHA256SUMS rewritten to match."""
+    _, _, inside = period_seals
+    info = json.loads((pack / "pack.json").read_text())
+    for role, problem in (("before", f"  {seal_file(inside[0])}: is the pack's first seal and follows tree size"),
+                          ("after", f"  pack.json: says the bucket held seals up to tree size")):
+        copy = _copy(pack, tmp_path / role)
+        dropped = next(e for e in info["seals"] if e["role"] == role)
+        (copy / dropped["file"]).unlink()
+        (copy / "pack.json").write_text(json.dumps(info | {"seals": [e for e in info["seals"] if e is not dropped]}))
+        _refresh_manifest(copy)
+        code, out, _ = run_cli(capsys, "verify-pack", copy)
+        assert code == EXIT_CHAIN and problem in out, out
+
+
 def test_pack_is_never_written_over(stack, pack, capsys, monkeypatch):
     s3_env(monkeypatch, stack)
     code, _, err = run_cli(capsys, "evidence", "--from", "2026-01-01", "--to", "2026-03-31", "--out", pack,
