@@ -12,6 +12,7 @@ import hashlib
 import json
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -114,12 +115,32 @@ class HttpClient:
     def checkpoint(self) -> str:
         return answer_body(*self._request("GET", "/checkpoint"), "checkpoint").decode("utf-8")
 
+    def lookup(self, digests: Sequence[bytes], source: str | None = None) -> dict:
+        """``{"anchored_size": N, "indices": [[index, ...] per digest]}``."""
+        _, body = submit_request(digests, wait_sealed=False)  # the same {"digests": [...]} body
+        path = "/v1/lookup" + _query(source=source)
+        return json.loads(answer_body(*self._request("POST", path, body), "lookup"))
+
+    def entries(self, start: int, end: int, source: str | None = None) -> str:
+        """Entry lines of [start, end) (notary/logbundle.py)."""
+        path = "/v1/entries" + _query(**{"from": start, "to": end, "source": source})
+        return answer_body(*self._request("GET", path), "entries").decode("utf-8")
+
+    def range_proof(self, start: int, end: int, size: int | None = None) -> dict:
+        path = "/v1/range-proof" + _query(**{"from": start, "to": end, "size": size})
+        return json.loads(answer_body(*self._request("GET", path), "range proof"))
+
     def healthz(self) -> tuple[int, dict]:
         status, body = self._request("GET", "/healthz")
         return status, json.loads(body)
 
     def metrics(self) -> str:
         return answer_body(*self._request("GET", "/metrics"), "metrics").decode("utf-8")
+
+
+def _query(**params: object) -> str:
+    given = {k: v for k, v in params.items() if v is not None}
+    return "?" + urllib.parse.urlencode(given) if given else ""
 
 
 def submit_unix(path: Path, digests: Sequence[bytes], timeout: float = 60.0) -> list[int]:
