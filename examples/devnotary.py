@@ -7,11 +7,12 @@ submitted it (docs/FORMATS.md, "Entry"). Development only, like the stack.
 
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from notary.config import token_hash
-from notary.devstack import DevStack, DevStackError, free_port, write_secret
+from notary.devstack import DevStack, DevStackError, free_port, stop_process, write_secret
 
 READY_TIMEOUT = 60  # seconds: SoftHSM2 login and the S3 bucket check come before the HTTP listener
 STOP_TIMEOUT = 60  # seconds: SIGTERM seals and anchors what is sequenced before the daemon exits
@@ -38,15 +39,23 @@ class Notary:
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        if self.process is not None:
+            stop_process(self.process, STOP_TIMEOUT)
+            self.process = None
+
+
+def example_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """An example's command line: its docstring's first paragraph, and --workdir."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, help="where the example's files and notaries live (default: a new "
+                        "directory under /tmp, kept for inspection)")
+    return parser
+
+
+def make_workdir(given: Path | None, prefix: str) -> Path:
+    workdir = (given or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
 
 
 class ExampleStack:

@@ -7,11 +7,9 @@ of ``notary verify`` for the failing link (docs/AUDITORS.md).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from notary.cli_verify import CommandError, _read, _roots, _trust
+from notary.cli_verify import CommandError, _read, _roots, _trust, print_verdict
 from notary.client import HttpClient, record_digest
 from notary.entry import parse_digest_hex
 from notary.errors import FormatError
@@ -107,8 +105,4 @@ def _verify_chain(args: argparse.Namespace) -> int:
                                host_source=args.host_source)
     except FormatError as exc:
         raise CommandError(f"malformed input: {exc}", EXIT_MALFORMED) from None
-    if args.json:
-        print(json.dumps(verdict.to_json(), indent=2))
-    else:
-        sys.stdout.write(verdict.render_text())
-    return verdict.exit_code
+    return print_verdict(verdict, args.json)

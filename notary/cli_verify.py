@@ -215,7 +215,12 @@ def _verify(args: argparse.Namespace) -> int:
         verdict = verify_record(proof, trust, record_digest=digest, seal=seal, roots=roots, stored=stored, bucket=bucket)
     except FormatError as exc:
         raise CommandError(f"malformed input: {exc}", EXIT_MALFORMED) from None
-    if args.json:
+    return print_verdict(verdict, args.json)
+
+
+def print_verdict(verdict, as_json: bool) -> int:
+    """Print a verdict (anything with ``to_json``, ``render_text`` and ``exit_code``); return its exit status."""
+    if as_json:
         print(json.dumps(verdict.to_json(), indent=2))
     else:
         sys.stdout.write(verdict.render_text())

@@ -52,6 +52,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -245,12 +255,7 @@ uid = {os.getuid()}
 
     def stop_tsa(self) -> None:
         if self.tsa_process is not None:
-            self.tsa_process.terminate()
-            try:
-                self.tsa_process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.tsa_process.kill()
-                self.tsa_process.wait()
+            stop_process(self.tsa_process, 10)
             self.tsa_process = None
 
     def stop(self) -> None:

@@ -22,14 +22,12 @@ reached an audit log; the pack is in ``DIR/evidence/``.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from examples.devnotary import ExampleStack, wait_anchored
+from examples.devnotary import ExampleStack, example_parser, make_workdir, wait_anchored
 from examples.fintech import quarterly
 from notary.audit_events import AuditEvents
 from notary.client import HttpClient, NotaryHandler
@@ -76,12 +74,9 @@ def leaked(sinks: dict[str, Path]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.fintech.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, help="where the audit logs, the pack and the notary live "
-                        "(default: a new directory under /tmp, kept for inspection)")
+    parser = example_parser("examples.fintech.demo", __doc__)
     args = parser.parse_args(argv)
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="fintech-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir, "fintech-")
     print(f"starting a dev stack and a notary under {workdir / 'notary'} ...")
     with ExampleStack(workdir / "notary") as stack:
         notary = stack.notary("payments", ["card-payments", "customer-registry", "evidence-runner"])

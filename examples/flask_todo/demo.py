@@ -22,18 +22,16 @@ The exit status is 0 when both verdicts are as expected, 1 otherwise;
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from werkzeug.security import generate_password_hash
 
-from examples.devnotary import ExampleStack, wait_anchored
+from examples.devnotary import ExampleStack, example_parser, make_workdir, wait_anchored
 from examples.flask_todo.app import ACTIONS, create_app
 from notary.audit_events import AuditEvents
 from notary.client import HttpClient, NotaryHandler
@@ -131,14 +129,11 @@ def run(workdir: Path, url: str, token: str, source: str, dev_json: Path) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.flask_todo.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, help="where the audit log and the notary live (default: a new "
-                        "directory under /tmp, kept for inspection)")
+    parser = example_parser("examples.flask_todo.demo", __doc__)
     parser.add_argument("--dev-json", type=Path, help="use the notary of a running `make run` (var/dev/dev.json) "
                         "instead of starting one")
     args = parser.parse_args(argv)
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="flask-todo-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir, "flask-todo-")
     with contextlib.ExitStack() as cleanup:
         if args.dev_json is not None:
             info = json.loads(args.dev_json.read_text())

@@ -25,15 +25,13 @@ work directory lists them, and the chain files stay there (``chains/``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from examples.devnotary import ExampleStack, Notary, wait_anchored
+from examples.devnotary import ExampleStack, Notary, example_parser, make_workdir, wait_anchored
 from notary.client import HttpClient, line_digests
 
 HOSTS = {"host-a": ["orders", "payments", "shipping"], "host-b": ["inventory"]}
@@ -130,12 +128,9 @@ def hierarchy(hosts: dict[str, Notary], central: Notary, sinks: dict[str, dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.microservices.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, help="where the audit logs, chains and notaries live (default: a "
-                        "new directory under /tmp, kept for inspection)")
+    parser = example_parser("examples.microservices.demo", __doc__)
     args = parser.parse_args(argv)
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="microservices-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir, "microservices-")
     print(f"starting a dev stack and three notaries under {workdir / 'notary'} ...")
     with ExampleStack(workdir / "notary") as stack:
         central = stack.notary("central", list(HOSTS))
