@@ -49,12 +49,7 @@ def canonical_seal(doc: dict) -> bytes:
 
 def host_seals(host: HttpClient) -> Iterator[bytes]:
     """The host's anchored seals, latest first, following each seal's ``previous_tree_size`` down to the first."""
-    try:
-        size = host.range_proof(0, 1)["size"]  # the latest anchored seal
-    except ClientError as exc:
-        if "HTTP 404" in str(exc):
-            return  # nothing anchored yet
-        raise
+    size = host.anchored_size()
     while size > 0:
         seal = canonical_seal(host.seal(size)["seal"])
         parsed = parse_seal(seal)

@@ -80,7 +80,7 @@ def one_log(host: Notary, sinks: dict[str, Path], workdir: Path) -> dict:
         source = json.loads(out)["source"] if out else None
         checks[name] = {"verify_log": code, "verify": verify_code, "proof_source": source}
     counts: dict[str, int] = {}
-    size = HttpClient(host.url).range_proof(0, 1)["size"]
+    size = HttpClient(host.url).anchored_size()
     for line in HttpClient(host.url).entries(0, size).splitlines():
         source = line.split(" ", 2)[2]
         counts[source] = counts.get(source, 0) + 1

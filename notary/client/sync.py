@@ -121,6 +121,10 @@ class HttpClient:
         path = "/v1/lookup" + _query(source=source)
         return json.loads(answer_body(*self._request("POST", path, body), "lookup"))
 
+    def anchored_size(self) -> int:
+        """The tree size of the latest anchored seal (0: none yet), as ``POST /v1/lookup`` reports it."""
+        return self.lookup([bytes(32)])["anchored_size"]  # any digest will do: the size comes with every answer
+
     def entries(self, start: int, end: int, source: str | None = None) -> str:
         """Entry lines of [start, end) (notary/logbundle.py)."""
         path = "/v1/entries" + _query(**{"from": start, "to": end, "source": source})
