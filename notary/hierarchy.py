@@ -28,7 +28,7 @@ from cryptography import x509
 
 from notary.client import ClientError, HttpClient
 from notary.errors import FormatError
-from notary.sealobject import parse_seal
+from notary.sealobject import canonical_json, parse_seal
 from notary.trust import TrustedKeys
 from notary.tlogproof import parse_tlog_proof
 from notary.verify import EXIT_OK, EXIT_RECORD, RecordVerdict, verify_record
@@ -41,17 +41,12 @@ def seal_digest(seal: bytes) -> bytes:
     return hashlib.sha256(seal).digest()
 
 
-def canonical_seal(doc: dict) -> bytes:
-    """The S3 bytes of a seal received as parsed JSON: the notary writes seals in exactly this encoding
-    (sorted keys, no spaces, ASCII; ``notary.seals.Seal.seal_json``), so the bytes and their digest are reproducible."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
 def host_seals(host: HttpClient) -> Iterator[bytes]:
     """The host's anchored seals, latest first, following each seal's ``previous_tree_size`` down to the first."""
     size = host.anchored_size()
     while size > 0:
-        seal = canonical_seal(host.seal(size)["seal"])
+        # The API hands the seal as parsed JSON; re-encoded the notary's way, it is the S3 object, byte for byte.
+        seal = canonical_json(host.seal(size)["seal"])
         parsed = parse_seal(seal)
         if parsed.tree_size != size:
             raise FormatError(f"the host answered the seal of tree size {parsed.tree_size} for {size}")
@@ -125,7 +120,7 @@ def chain_proof(host: HttpClient, central: HttpClient, record_digest: bytes, hos
         if central_hits:
             central_text = central.proof(index=central_hits[0]).encode("utf-8")
             central_size = parse_tlog_proof(central_text).signed.checkpoint.size
-            central_seal = canonical_seal(central.seal(central_size)["seal"])
+            central_seal = canonical_json(central.seal(central_size)["seal"])
             return ChainProof(host.proof(index=index, size=size).encode("utf-8"), seal, central_text, central_seal)
     raise ClientError(f"no host seal covering index {index} is in the central log from source {host_source!r} "
                       "yet: forward the seals (notary forward-seals) and wait for the central seal")

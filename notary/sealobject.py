@@ -69,6 +69,11 @@ class SealObject:
     canonical: bool  # the bytes are exactly the notary's canonical JSON (sorted keys, no spaces, ASCII)
 
 
+def canonical_json(doc: dict) -> bytes:
+    """The notary's encoding of a seal (``notary.seals.Seal.seal_json``): sorted keys, no spaces, ASCII."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
 def parse_seal(data: bytes) -> SealObject:
     """Parse a seal JSON; ``FormatError`` names the field that is wrong or that disagrees with the checkpoint."""
     text = decode_text(data, "seal", MAX_SEAL_BYTES)
@@ -110,7 +115,7 @@ def parse_seal(data: bytes) -> SealObject:
         raise FormatError(f"seal root_hash is {root.hex()}, but its checkpoint's root is {cp.root_hash.hex()}")
     if cp.origin != doc["origin"]:
         raise FormatError(f"seal origin is {doc['origin']!r}, but its checkpoint is for log {cp.origin!r}")
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    canonical = canonical_json(doc)
     return SealObject(
         raw=bytes(data), origin=cp.origin, tree_size=tree_size, root_hash=root, checkpoint=checkpoint,
         signed=signed, timestamp_token=token, previous_tree_size=previous, consistency_proof=proof,

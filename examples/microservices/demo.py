@@ -114,9 +114,15 @@ def hierarchy(hosts: dict[str, Notary], central: Notary, sinks: dict[str, dict[s
             code, _ = notary_cli("verify-chain", str(chain), "--line", line, *trust, "--tsa-roots",
                                  info["tsa_roots"], "--host-source", host_name)
             results[name] = {"host": host_name, "chain": str(chain), "line": line, "verify_chain": code}
-    # An altered link: the host seal's sealed_at changed (outside the signed, time-stamped checkpoint).
+    # The host seal hashed into the central log is the S3 object, byte for byte, and locked.
     first = next(iter(results.values()))
     doc = json.loads(Path(first["chain"]).read_text())
+    (chains_dir / "host.seal.json").write_text(doc["host_seal"])
+    (chains_dir / "host.tlog-proof").write_text(doc["record_proof"])
+    same_as_s3, _ = notary_cli("verify", str(chains_dir / "host.tlog-proof"), "--line", first["line"],
+                               "--dev-json", str(hosts[first["host"]].dev_json), "--s3", "--prefix",
+                               f"{first['host']}/", "--seal", str(chains_dir / "host.seal.json"))
+    # An altered link: the host seal's sealed_at changed (outside the signed, time-stamped checkpoint).
     seal = json.loads(doc["host_seal"])
     seal["sealed_at"] = "2000-01-01T00:00:00.000000Z"
     doc["host_seal"] = json.dumps(seal, sort_keys=True, separators=(",", ":"))
@@ -124,7 +130,7 @@ def hierarchy(hosts: dict[str, Notary], central: Notary, sinks: dict[str, dict[s
     altered.write_text(json.dumps(doc, indent=1) + "\n")
     code, _ = notary_cli("verify-chain", str(altered), "--line", first["line"], *trust, "--tsa-roots",
                          info["tsa_roots"], "--host-source", first["host"])
-    return {"chains": results, "altered_host_seal": code, "forwarded_again": again.splitlines()[-1], "vkeys": info["vkeys"], "tsa_roots": info["tsa_roots"]}
+    return {"chains": results, "altered_host_seal": code, "host_seal_is_s3_object": same_as_s3, "forwarded_again": again.splitlines()[-1], "vkeys": info["vkeys"], "tsa_roots": info["tsa_roots"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         and all(log["entries_per_source"].get(name) == EVENTS for host, log in logs.items() for name in HOSTS[host])
         and all(c["verify_chain"] == 0 for c in chains["chains"].values())
         and chains["altered_host_seal"] != 0
+        and chains["host_seal_is_s3_object"] == 0
         and chains["forwarded_again"].startswith("0 seal(s) forwarded"))
     (workdir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{'OK' if result['ok'] else 'UNEXPECTED'}: each service's log verified under its own source in one "
