@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 
 from asn1crypto.core import ObjectIdentifier, OctetString
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -76,14 +77,15 @@ class Algorithm:
         if self.sig_type == SIG_ED25519:
             if len(public_key) != 32:
                 raise KeyringError(f"Ed25519 public key is {len(public_key)} bytes, expected 32")
-            Ed25519PublicKey.from_public_bytes(public_key)
             return
         try:
             key = serialization.load_der_public_key(public_key)
-        except ValueError:
-            raise KeyringError("ECDSA public key is not SPKI DER") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise KeyringError("ECDSA public key is not SPKI DER of a supported key type") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
             raise KeyringError("ECDSA public key is not on curve P-256")
+        if key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != public_key:
+            raise KeyringError("ECDSA public key is not in canonical SPKI DER")
 
     def to_sign(self, message: bytes) -> bytes:
         """What the token signs: SHA-256(message) for ECDSA, the message for Ed25519."""

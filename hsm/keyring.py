@@ -233,7 +233,7 @@ class Keyring:
             raise KeyringError(f"keyring is {len(data)} bytes, more than the limit of {MAX_KEYRING_BYTES}")
         try:
             value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_fields)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: deep nesting
             raise KeyringError(f"keyring is not valid JSON: {exc}") from None
         if not isinstance(value, dict) or sorted(value) != ["events", "format", "name"]:
             raise KeyringError("keyring does not have exactly the fields events, format, name")

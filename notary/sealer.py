@@ -24,8 +24,8 @@ from typing import Any, Protocol
 from notary import merkle
 from notary.checkpoint import Checkpoint, sign_checkpoint
 from anchors.errors import IntegrityAlarm
-from notary.errors import StoreError
-from notary.note import NoteSigner
+from notary.errors import StoreError, VerificationError
+from notary.note import NoteSigner, VerifierKey, verify_note
 from notary.seals import Seal, SealDB, iso, utc_now
 from notary.sequencer import LogWriter, Sequencer
 
@@ -124,7 +124,13 @@ class Sealer:
         if prev is not None:
             # Never sign a checkpoint inconsistent with one already signed.
             merkle.verify_consistency(prev_size, size, prev.root_hash, root, proof)
-        signed = await sign_checkpoint(Checkpoint(self.origin, size, root), self._signers())
+        signers = self._signers()
+        signed = await sign_checkpoint(Checkpoint(self.origin, size, root), signers)
+        # A seal becomes permanent under Object Lock: never store one whose
+        # signatures a verifier would reject (a faulty HSM or a wrong key).
+        trusted = [VerifierKey(self.origin, s.sig_type, s.public_key) for s in signers]
+        if len(verify_note(signed.note, trusted)) != len(trusted):
+            raise VerificationError(f"checkpoint {size} is not signed by every active key; not sealing")
         seal = Seal(tree_size=size, root_hash=root, checkpoint=signed.encode(), previous_tree_size=prev_size,
                     consistency_proof=tuple(proof), sealed_at=iso(utc_now()))
         await self._seals.add(seal)

@@ -63,6 +63,10 @@ CREATE TABLE digests (
 """
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _digest_prefix(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
@@ -99,6 +103,9 @@ class LogStore:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open log store {self.path}: {exc}") from None
+        # A tampered row may hold TEXT where a BLOB belongs: read it as bytes,
+        # so that the shape and root checks judge it, not the UTF-8 decoder.
+        self._db.text_factory = bytes
         try:
             self._setup(create, readonly)
             self._size = self._read_size()
@@ -118,7 +125,7 @@ class LogStore:
         if fresh:
             db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
         if not readonly:
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _text(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise StoreError(f"log store {self.path} cannot use write-ahead logging (journal mode {mode})")
         # FULL: a commit returns only after the WAL is fsynced, so an
@@ -134,7 +141,7 @@ class LogStore:
                     [("format", FORMAT_NAME), ("version", str(FORMAT_VERSION)), ("tile_height", str(TILE_HEIGHT))],
                 )
         try:
-            meta = dict(db.execute("SELECT key, value FROM meta"))
+            meta = {_text(k): _text(v) for k, v in db.execute("SELECT key, value FROM meta")}
         except sqlite3.OperationalError:
             raise StoreError(f"{self.path} is not a merkle-notary log store (no meta table)") from None
         if meta.get("format") != FORMAT_NAME:
@@ -200,7 +207,10 @@ class LogStore:
         if data is not None:
             self._cache.move_to_end(tid)
             return data
-        row = self._db.execute("SELECT hashes FROM tiles WHERE id = ?", (tid,)).fetchone()
+        try:
+            row = self._db.execute("SELECT hashes FROM tiles WHERE id = ?", (tid,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"log store {self.path} is unreadable at tile {index} of level {level}: {exc}") from None
         if row is None:
             raise StoreError(f"log store {self.path} is missing tile {index} of level {level}")
         data = row[0]

@@ -11,6 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -28,6 +31,7 @@ from tests.hsm.conftest import ORIGIN
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 # Two fixed public keys (any valid keys do for the pure keyring rules).
 ED_PUB = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")  # RFC 8032 test 1
+EC_PUB = ec.derive_private_key(7, ec.SECP256R1()).public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def generated(keyring: Keyring, public_key: bytes = ED_PUB, label: str = "k") -> Keyring:
@@ -236,3 +240,28 @@ def test_signer_refuses_a_token_key_that_differs_from_the_keyring(token: Token, 
     wrong_point = KeyRecord(ecdsa_key.key_id, "x", ECDSA_P256, token.generate(ECDSA_P256, "decoy").public_key, ACTIVE)
     with pytest.raises(KeyringError, match="not the key the keyring records"):
         signer_for(token, wrong_point)
+
+
+# --- strict parsing -------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_parsing_a_damaged_keyring_raises_only_keyring_error(data: st.DataObject) -> None:
+    """Whatever bytes a damaged or hostile keyring file holds, parsing either
+    returns a keyring or raises KeyringError, never anything else."""
+    ring = generated(Keyring(ORIGIN)).activate("k", now=T0)
+    ring = ring.generate(hashlib.sha256(EC_PUB).digest()[:16], "ec", "ecdsa-p256", EC_PUB, now=T0)
+    encoded = bytearray(ring.encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[position] = data.draw(st.integers(0, 255))
+    try:
+        Keyring.parse(bytes(encoded))
+    except KeyringError:
+        pass
+
+
+def test_deeply_nested_keyring_is_a_keyring_error() -> None:
+    with pytest.raises(KeyringError, match="not valid JSON"):
+        Keyring.parse(b"[" * 100_000)

@@ -1,0 +1,188 @@
+"""The daemon end to end against real parts: ingest, seals, proofs, anchors, bad input, refusal to run."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import sqlite3
+import subprocess
+import urllib.request
+
+import pytest
+
+from anchors.s3 import SealReader
+from notary import merkle
+from notary.checkpoint import verify_signed_checkpoint
+from notary.client import ClientError, submit_unix
+from notary.store import LogStore
+from notary.tlogproof import verify_tlog_proof
+
+
+def digests(n: int, tag: str) -> list[bytes]:
+    return [hashlib.sha256(f"{tag}-{i}".encode()).digest() for i in range(n)]
+
+
+def http(daemon, method: str, path: str, body: bytes | None = None, token: str | None = "default"):
+    headers = {"Content-Type": "application/json"}
+    token = daemon.stack.token if token == "default" else token
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(daemon.url + path, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_submit_seal_anchor_prove_verify(daemon_factory, stack, tmp_path):
+    d = daemon_factory("e2e", max_age=0.3).start()
+    client = d.client()
+    ds = digests(5, "e2e")
+    answers = client.submit(ds[:3], wait_sealed=True)
+    indices = [a["index"] for a in answers]
+    assert indices == list(range(indices[0], indices[0] + 3))  # request order, consecutive
+    vkeys = d.vkeys()
+    for digest, answer in zip(ds, answers):
+        record = verify_tlog_proof(answer["proof"], vkeys, origin="dev.notary.localhost/log")
+        assert (record.entry.digest, record.entry.source, record.index) == (digest, "dev-producer", answer["index"])
+
+    # The unix socket: the source is the peer's uid, mapped in the configuration.
+    unix_indices = submit_unix(d.socket, ds[3:])
+    assert unix_indices == [indices[-1] + 1, indices[-1] + 2]
+    d.wait_anchored(unix_indices[-1] + 1)
+    record = verify_tlog_proof(client.proof(digest=ds[4]), vkeys)
+    assert (record.index, record.entry.source) == (unix_indices[1], "local-user")
+
+    # The seal as published: signed checkpoint, RFC 3161 token that openssl accepts,
+    # consistency with the previous seal, and a COMPLIANCE lock read back from S3.
+    status, _, body = http(d, "GET", f"/v1/seals/{record.tree_size}")
+    assert status == 200
+    seal, where = json.loads(body)["seal"], json.loads(body)["s3"]
+    signed, keys = verify_signed_checkpoint(seal["checkpoint"], vkeys)
+    assert signed.checkpoint.size == seal["tree_size"] == record.tree_size
+    (tmp_path / "checkpoint").write_bytes(seal["checkpoint"].encode())
+    (tmp_path / "token.der").write_bytes(base64.b64decode(seal["timestamp_token"]))
+    ok = subprocess.run(["openssl", "ts", "-verify", "-data", str(tmp_path / "checkpoint"), "-token_in",
+                         "-in", str(tmp_path / "token.der"), "-CAfile", str(stack.data_dir / "tsa" / "root.pem")],
+                        capture_output=True, text=True)
+    assert "Verification: OK" in ok.stdout, ok.stdout + ok.stderr
+    prev = seal["previous_tree_size"]
+    if prev:
+        prev_root = json.loads(http(d, "GET", f"/v1/seals/{prev}")[2])["seal"]["root_hash"]
+        merkle.verify_consistency(prev, seal["tree_size"], base64.b64decode(prev_root),
+                                  base64.b64decode(seal["root_hash"]),
+                                  [base64.b64decode(h) for h in seal["consistency_proof"]])
+    assert where["lock_mode"] == "COMPLIANCE" and where["bucket"] == "notary-dev-seals"
+    import asyncio
+
+    reader = SealReader(stack.s3.client(), "notary-dev-seals", prefix="e2e/")
+    records = asyncio.run(reader.seals())
+    ours = next(r for r in records if r.tree_size == record.tree_size)
+    assert len(ours.versions) == 1 and not ours.tampered
+    lock = ours.versions[0].lock
+    assert lock.mode == "COMPLIANCE" and lock.retain_until > datetime.datetime.now(datetime.UTC)
+
+    # The consistency endpoint agrees with the RFC 9162 verifier, between two seals.
+    if prev:
+        body = json.loads(http(d, "GET", f"/v1/consistency?from={prev}&to={record.tree_size}")[2])
+        merkle.verify_consistency(prev, record.tree_size, base64.b64decode(prev_root), base64.b64decode(seal["root_hash"]),
+                                  [base64.b64decode(h) for h in body["proof"]])
+    assert d.stop() == 0
+
+
+def test_bad_requests_are_refused_and_append_nothing(daemon_factory):
+    d = daemon_factory("bad", max_age=0.2, limits={"max_request_digests": 10, "max_request_bytes": 4096}).start()
+    good = digests(1, "bad")[0].hex()
+    before = d.client().submit([bytes.fromhex(good)], wait_sealed=True)[0]["index"]
+
+    status, _, body = http(d, "POST", "/v1/entries", json.dumps({"digests": [good, "zz" * 32, good]}).encode())
+    assert status == 400 and "digests[1]" in json.loads(body)["error"]
+    status, _, body = http(d, "POST", "/v1/entries", json.dumps({"digests": [good, 42]}).encode())
+    assert status == 400 and "digests[1]" in json.loads(body)["error"]
+    status, _, body = http(d, "POST", "/v1/entries", b"{not json")
+    assert status == 400 and "not JSON" in json.loads(body)["error"]
+    status, headers, _ = http(d, "POST", "/v1/entries", json.dumps({"digests": [good]}).encode(), token="wrong")
+    assert status == 401 and headers.get("WWW-Authenticate") == "Bearer"
+    status, _, _ = http(d, "POST", "/v1/entries", json.dumps({"digests": [good]}).encode(), token=None)
+    assert status == 401
+    status, _, body = http(d, "POST", "/v1/entries", json.dumps({"digests": [good] * 11}).encode())
+    assert status == 413 and "limit 10" in json.loads(body)["error"]
+    status, _, body = http(d, "POST", "/v1/entries", json.dumps({"digests": [good], "pad": "x" * 5000}).encode())
+    assert status == 413
+
+    status, _, body = http(d, "GET", "/v1/proof?digest=" + "00" * 32)
+    assert status == 404 and "not in the log" in json.loads(body)["error"]
+    status, _, body = http(d, "GET", "/v1/proof?digest=xyz")
+    assert status == 400
+    status, _, body = http(d, "GET", "/v1/proof?index=-1")
+    assert status == 400
+
+    # Nothing was appended by any refused request.
+    after = d.client().submit([bytes.fromhex(good)])[0]["index"]
+    assert after == before + 1
+    assert d.stop() == 0
+
+
+def test_unix_socket_reports_bad_lines_in_order(daemon_factory):
+    d = daemon_factory("unixbad", max_age=0.2).start()
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(d.socket))
+        sock.sendall(b"ab" * 32 + b"\nnot-a-digest\n" + b"cd" * 32 + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    first, second, third = answer.decode().splitlines()
+    assert second.startswith("error: digest 'not-a-digest' is not 64 hex digits")
+    assert int(third) == int(first) + 1  # nothing appended for the bad line
+    with pytest.raises(ClientError, match="not 64 hex digits"):
+        submit_unix(d.socket, [b"\x01" * 32, b"\x02" * 31])  # a short digest is a malformed line
+    assert d.stop() == 0
+
+
+def test_proof_before_the_seal_is_425(daemon_factory):
+    d = daemon_factory("early", max_age=30, max_entries=100000).start()
+    index = d.client().submit(digests(1, "early"))[0]["index"]
+    status, headers, _ = http(d, "GET", f"/v1/proof?index={index}")
+    assert status == 425 and int(headers["Retry-After"]) >= 1
+    assert d.stop() == 0  # SIGTERM seals what was accepted
+
+
+def test_restart_on_an_altered_store_refuses_to_seal(daemon_factory):
+    d = daemon_factory("altered", max_age=0.2).start()
+    d.client().submit(digests(20, "altered"), wait_sealed=True)
+    assert d.stop() == 0
+    log_db = d.data_dir / "log.db"
+    with LogStore(log_db) as store:
+        size = store.size
+    # A DBA with full rights rewrites history: the stored hash of the first 16
+    # leaves (tile level 1), so the tree of the same size has another root.
+    db = sqlite3.connect(log_db)
+    (tile,) = db.execute("SELECT hashes FROM tiles WHERE id = ?", (1 << 48,)).fetchone()
+    db.execute("UPDATE tiles SET hashes = ? WHERE id = ?", (b"\xee" * 32 + tile[32:], 1 << 48))
+    db.commit()
+    db.close()
+    d.start(wait=False)
+    assert d.process.wait(60) == 3
+    d.process = None
+    assert "the store was altered" in d.log_tail()
+    assert f"at size {size}" in d.log_tail()
+
+
+def test_restart_on_a_truncated_store_refuses_to_seal(daemon_factory):
+    d = daemon_factory("truncated", max_age=0.2).start()
+    d.client().submit(digests(5, "truncated"), wait_sealed=True)
+    assert d.stop() == 0
+    log_db = d.data_dir / "log.db"
+    log_db.unlink()
+    for extra in ("-wal", "-shm"):
+        (d.data_dir / f"log.db{extra}").unlink(missing_ok=True)
+    d.start(wait=False)
+    assert d.process.wait(60) == 3
+    d.process = None
+    assert "the store was truncated or replaced" in d.log_tail()
