@@ -280,21 +280,29 @@ async def unix_pipelined(path: Path, connections: int, seconds: float, chunk: in
 
 
 class Daemon:
-    """``notary run -c`` of a dev stack as a subprocess, with its resident memory sampled."""
+    """``notary run -c`` as a subprocess on its own data directory of a dev stack, its memory sampled."""
 
-    def __init__(self, stack: DevStack):
+    def __init__(self, stack: DevStack, name: str, profile: Path | None = None):
         self.stack = stack
+        self.data_dir = stack.data_dir / name
+        self.socket = stack.data_dir / f"{name}.sock"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.config_path = stack.write_config(name, http=("127.0.0.1", port), max_entries=MAX_ENTRIES,
+                                              max_age=MAX_AGE, limits={"max_request_digests": 10_000})
+        self.log_path = stack.data_dir / f"{name}.log"
+        self.profile = profile
         self.process: subprocess.Popen | None = None
         self.ps: psutil.Process | None = None
-        self.url = f"http://127.0.0.1:{stack.http[1]}"
         self.peak_rss = 0
         self._sampling = threading.Event()
 
     def start(self) -> Daemon:
-        log = open(self.stack.data_dir / "daemon.log", "ab")
+        log = open(self.log_path, "ab")
+        profiler = [] if self.profile is None else ["-m", "cProfile", "-o", str(self.profile)]
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "notary.cli", "run", "-c", str(self.stack.config_path)],
+                [sys.executable, *profiler, "-m", "notary.cli", "run", "-c", str(self.config_path)],
                 env=self.stack.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()
@@ -302,7 +310,7 @@ class Daemon:
         deadline = time.monotonic() + START_TIMEOUT
         while not self._healthy():
             if self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited at start; see {self.stack.data_dir / 'daemon.log'}")
+                raise RuntimeError(f"the daemon exited at start; see {self.log_path}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the daemon did not answer /healthz within {START_TIMEOUT:g} s")
             time.sleep(0.2)
@@ -344,20 +352,12 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running(stack: DevStack) -> Iterator[Daemon]:
-    """The stack's services and the daemon, on a data directory the stack's config names."""
-    stack.start()
-    daemon = Daemon(stack)
+def running(stack: DevStack, name: str, profile: Path | None = None) -> Iterator[Daemon]:
+    daemon = Daemon(stack, name, profile)
     try:
         yield daemon.start()
     finally:
         daemon.stop()
-        stack.stop()
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    t = process.cpu_times()
-    return t.user + t.system
 
 
 async def measured(server: psutil.Process, work) -> Run:
@@ -500,7 +500,7 @@ async def ingest_measurements(daemon: Daemon, plan: Plan, results: Results) -> N
     results.commits = (after["notary_commits_total"] - before["notary_commits_total"],
                        after["notary_log_entries"] - before["notary_log_entries"])
 
-    results.unix = await measured(daemon.ps, unix_pipelined(daemon.stack.data_dir / "ingest.sock",
+    results.unix = await measured(daemon.ps, unix_pipelined(daemon.socket,
                                                          plan.unix_connections, plan.seconds))
     report("unix socket", results.unix)
 
@@ -551,7 +551,7 @@ async def big_log_measurements(daemon: Daemon, plan: Plan, results: Results) -> 
         # The first seal covers the prebuilt log; its proofs need it anchored.
         if await producer.anchored_within(size - 1, loop.time()) is None:
             raise RuntimeError("the prebuilt log was not anchored in time")
-        digests = random_prebuilt_digests(daemon.stack.data_dir / "notary" / "log.db", size, plan.digest_lookups)
+        digests = random_prebuilt_digests(daemon.data_dir / "log.db", size, plan.digest_lookups)
         sem = asyncio.Semaphore(16)
 
         async def get(params: dict[str, str]) -> None:
@@ -679,6 +679,9 @@ def met(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs and a 200k-entry log: a smoke test")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="run the daemon under cProfile (its event-loop thread) for measurements 1-5 only, "
+                        "and write the stats to FILE; the profiler slows the daemon, so the figures are not comparable")
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server is not None:
@@ -698,21 +701,22 @@ def main() -> None:
         report("echo, batched", results.echo_batched)
         report("echo, single", results.echo_single)
 
-        print("daemon on a new log", flush=True)
-        # One stack for both daemons: SoftHSM2 reads its configuration once a process.
-        stack = DevStack(scratch / "stack", http=("127.0.0.1", free_port()), max_entries=MAX_ENTRIES,
-                         max_age=MAX_AGE, limits={"max_request_digests": 10_000})
-        with running(stack) as daemon:
-            asyncio.run(ingest_measurements(daemon, plan, results))
+        # One stack (SoftHSM2 token, dev TSA, SeaweedFS) for both daemons, each
+        # with its own data directory and S3 prefix.
+        with DevStack(scratch / "stack") as stack:
+            print("daemon on a new log", flush=True)
+            with running(stack, "small", args.profile and args.profile.resolve()) as daemon:
+                asyncio.run(ingest_measurements(daemon, plan, results))
+            if args.profile is not None:
+                print(f"profile of the daemon's event loop in {args.profile}")
+                return
 
-        print(f"daemon on a prebuilt log of {plan.big_log:,} entries", flush=True)
-        # A log and an S3 bucket the daemon has never seen: its first seal covers the whole log.
-        shutil.rmtree(stack.data_dir / "notary")
-        shutil.rmtree(stack.data_dir / "s3")
-        results.build_seconds = build_log(stack.data_dir / "notary" / "log.db", plan.big_log)
-        print(f"  built in {results.build_seconds:.0f} s", flush=True)
-        with running(stack) as daemon:
-            asyncio.run(big_log_measurements(daemon, plan, results))
+            print(f"daemon on a prebuilt log of {plan.big_log:,} entries", flush=True)
+            # Built before the daemon's first start: its first seal covers the whole log.
+            results.build_seconds = build_log(stack.data_dir / "big" / "log.db", plan.big_log)
+            print(f"  built in {results.build_seconds:.0f} s", flush=True)
+            with running(stack, "big") as daemon:
+                asyncio.run(big_log_measurements(daemon, plan, results))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print()
