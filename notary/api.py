@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from notary.checkpoint import parse_signed_checkpoint
-from notary.entry import Entry, parse_digest_hex
+from notary.entry import encode_entries, parse_digest_hex
 from notary.errors import FormatError, NotaryError
 from notary.sequencer import Overloaded
 from notary.tlogproof import TlogProof
@@ -78,15 +78,16 @@ def build_app(notary: Notary) -> web.Application:
         if len(digests) > cfg.limits.max_request_digests:
             notary.metrics.inc("notary_ingest_rejected_total", reason="too_large")
             return _error(413, f"{len(digests)} digests in one request, limit {cfg.limits.max_request_digests}")
-        entries = []
+        parsed = []
         for i, d in enumerate(digests):
             try:
                 if not isinstance(d, str):
                     raise FormatError(f"digest {d!r} is not a string")
-                entries.append(Entry(parse_digest_hex(d), source).encode())
+                parsed.append(parse_digest_hex(d))
             except FormatError as exc:
                 notary.metrics.inc("notary_ingest_rejected_total", reason="malformed")
                 return _error(400, f"digests[{i}]: {exc}")
+        entries = encode_entries(parsed, source)
         try:
             first = await notary.submit(entries)
         except Overloaded as exc:

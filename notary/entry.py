@@ -10,6 +10,7 @@ verdicts print them for people.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from notary.errors import FormatError
@@ -17,6 +18,7 @@ from notary.errors import FormatError
 ENTRY_V1 = 0x01
 DIGEST_SIZE = 32
 MAX_SOURCE_BYTES = 255
+_V1 = bytes([ENTRY_V1])
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -45,8 +47,23 @@ class Entry:
         check_source(self.source)
 
     def encode(self) -> bytes:
-        raw = self.source.encode("utf-8")
-        return bytes([ENTRY_V1]) + self.digest + bytes([len(raw)]) + raw
+        return encode_entries([self.digest], self.source)[0]
+
+
+def encode_entries(digests: Iterable[bytes], source: str) -> list[bytes]:
+    """The v1 entries of ``digests``, all from ``source``.
+
+    Ingest encodes a whole submission at once: the source is checked and
+    encoded once, not once a digest (the hot path of the daemon).
+    """
+    raw = check_source(source)
+    tail = bytes([len(raw)]) + raw
+    entries = []
+    for digest in digests:
+        if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+            raise FormatError(f"digest must be {DIGEST_SIZE} bytes")
+        entries.append(_V1 + digest + tail)
+    return entries
 
 
 def parse_entry(data: bytes) -> Entry:

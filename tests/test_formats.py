@@ -18,7 +18,7 @@ from tlog_scales.signing import Vkey
 
 from notary import merkle
 from notary.checkpoint import Checkpoint, parse_checkpoint_text, parse_signed_checkpoint, sign_checkpoint, verify_signed_checkpoint
-from notary.entry import Entry, parse_digest_hex, parse_entry
+from notary.entry import Entry, encode_entries, parse_digest_hex, parse_entry
 from notary.errors import FormatError, VerificationError
 from notary.note import Note, parse_note, parse_verifier_key, verify_note
 from notary.tlogproof import TlogProof, parse_tlog_proof, verify_tlog_proof
@@ -42,6 +42,18 @@ def test_entry_vectors_round_trip(vec):
     assert parse_entry(bytes.fromhex(vec["encoded_hex"])) == entry
     # Independent of our code: SHA-256(0x00 || entry).
     assert hashlib.sha256(b"\x00" + entry.encode()).hexdigest() == vec["leaf_hash_hex"]
+
+
+def test_batch_encoding_is_the_vectors_encoding():
+    """Ingest encodes a submission with encode_entries: byte for byte the vectors' entries."""
+    for source in {v["source"] for v in V["entries"]}:
+        vecs = [v for v in V["entries"] if v["source"] == source]
+        encoded = encode_entries([bytes.fromhex(v["digest_hex"]) for v in vecs], source)
+        assert [e.hex() for e in encoded] == [v["encoded_hex"] for v in vecs]
+    with pytest.raises(FormatError, match="digest must be 32 bytes"):
+        encode_entries([b"\x00" * 32, b"\x00" * 31], "a")
+    with pytest.raises(FormatError, match="control character"):
+        encode_entries([b"\x00" * 32], "a\nb")
 
 
 @pytest.mark.parametrize(
