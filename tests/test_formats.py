@@ -78,7 +78,8 @@ def test_source_limit_is_255_bytes():
         Entry(b"\x00" * 32, "é" * 128)
 
 
-@pytest.mark.parametrize("text", ["", "00" * 31, "00" * 33, "g" * 64, " " + "0" * 63, "０" * 64])
+@pytest.mark.parametrize("text", ["", "00" * 31, "00" * 33, "g" * 64, " " + "0" * 63, "０" * 64,
+                                  "00" * 31 + "  ", "00 " * 21 + "0", "00" * 31 + "\n\t"])
 def test_malformed_digest_hex_is_refused(text):
     with pytest.raises(FormatError, match="is not 64 hex digits"):
         parse_digest_hex(text)
