@@ -360,6 +360,11 @@ def running(stack: DevStack, name: str, profile: Path | None = None) -> Iterator
         daemon.stop()
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    t = process.cpu_times()
+    return t.user + t.system
+
+
 async def measured(server: psutil.Process, work) -> Run:
     """Run ``work`` (a coroutine giving a Run) and note the CPU the server and this process spent on it."""
     me = psutil.Process()
