@@ -114,6 +114,7 @@ class Run:
     daemon_cpu: float = 0.0  # daemon CPU seconds / wall seconds (1.0 = one core)
     client_cpu: float = 0.0  # the load generator's, likewise
     daemon_cpu_seconds: float = 0.0
+    daemon_waited: float = 0.0  # seconds the daemon's threads were runnable but waited for a CPU, per second
 
     @property
     def digest_rate(self) -> float:
@@ -425,12 +426,22 @@ def cpu_seconds(process: psutil.Process) -> float:
     return t.user + t.system
 
 
+def run_queue_seconds(process: psutil.Process) -> float:
+    """Seconds the process's threads have waited on a run queue (Linux schedstat): CPU the machine did not give."""
+    total = 0
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 async def measured(server: psutil.Process, work) -> Run:
     """Run ``work`` (a coroutine giving a Run) and note the CPU the server and this process spent on it."""
     me = psutil.Process()
-    d0, c0, t0 = cpu_seconds(server), cpu_seconds(me), time.perf_counter()
+    d0, c0, w0, t0 = cpu_seconds(server), cpu_seconds(me), run_queue_seconds(server), time.perf_counter()
     run = await work
     wall = time.perf_counter() - t0
+    run.daemon_waited = (run_queue_seconds(server) - w0) / wall
     run.daemon_cpu_seconds = cpu_seconds(server) - d0
     run.daemon_cpu = run.daemon_cpu_seconds / wall
     run.client_cpu = (cpu_seconds(me) - c0) / wall
@@ -667,7 +678,8 @@ def report(name: str, run: Run) -> None:
     print(f"  {name}: {run.digest_rate:,.0f} digests/s, {run.request_rate:,.0f} requests/s, "
           f"p50 {percentile(lat, 0.5) * 1e3:.1f} ms, p99 {percentile(lat, 0.99) * 1e3:.1f} ms, "
           f"refused {run.refusals()}, missed {run.missed}; CPU daemon {run.daemon_cpu:.2f}, "
-          f"client {run.client_cpu:.2f} cores; {run.cpu_us(run.digests):.2f} us daemon CPU a digest, "
+          f"client {run.client_cpu:.2f} cores; daemon waited {run.daemon_waited:.2f} s/s for a CPU; "
+          f"{run.cpu_us(run.digests):.2f} us daemon CPU a digest, "
           f"{run.cpu_us(run.requests):.0f} a request", flush=True)
 
 
@@ -697,7 +709,8 @@ def table(results: Results, plan: Plan, load_before: tuple, load_after: tuple) -
 
     def cpu(run: Run, per_request: bool = False) -> str:
         per = f"{run.cpu_us(run.requests):.0f} us/request" if per_request else f"{run.cpu_us(run.digests):.1f} us/digest"
-        return f"server {run.daemon_cpu:.2f} cores, {per}; client {run.client_cpu:.2f} cores"
+        return (f"server {run.daemon_cpu:.2f} cores, {per}, waited {run.daemon_waited:.2f} s/s for a CPU; "
+                f"client {run.client_cpu:.2f} cores")
 
     def lat(run: Run) -> str:
         return f"p50 {percentile(run.latencies, 0.5) * ms:.1f} ms, p99 {percentile(run.latencies, 0.99) * ms:.1f} ms"
