@@ -126,7 +126,10 @@ class SeaweedS3:
         ]
         log = open(self.data_dir / "weed.log", "ab")
         try:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # Its own session: a Ctrl-C meant for our caller must not kill S3
+            # before the caller has drained what it still has to publish.
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
         finally:
             log.close()
         try:

@@ -58,9 +58,10 @@ class Notary:
         self.anchorer = Anchorer(origin=config.origin, seals=self.seals, timestamper=timestamper,
                                  publisher=publisher, bucket=config.s3.bucket)
         self.sealer.on_seal = self.anchorer.poke
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # the sealer's last turn
+        self.draining = asyncio.Event()  # set once the last seal is stored: the anchorer empties the outbox
         self._drain_deadline: float | None = None
-        self._tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task] = []
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -68,22 +69,22 @@ class Notary:
         """Recover: check the store against the last signed checkpoint, then start the loops."""
         await self.sealer.start()
         await self.anchorer.start()
-        self._tasks = [
+        self.tasks = [
             asyncio.create_task(self.sequencer.run(), name="sequencer"),
             asyncio.create_task(self.sealer.run(self.stopping), name="sealer"),
-            asyncio.create_task(self.anchorer.run(self.stopping, lambda: self._drain_deadline), name="anchorer"),
+            asyncio.create_task(self.anchorer.run(self.draining, lambda: self._drain_deadline), name="anchorer"),
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop ingest, commit what was accepted, seal it, drain the outbox within ``timeout``."""
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         self.sequencer.close()
-        await self._tasks[0]  # everything accepted is durable
+        await self.tasks[0]  # everything accepted is durable
         self._drain_deadline = time.monotonic() + timeout
         self.stopping.set()
-        await self._tasks[1]  # the final seal is stored
-        self.anchorer.poke()
-        await self._tasks[2]
+        await self.tasks[1]  # the final seal is stored
+        self.draining.set()
+        await self.tasks[2]
         self.writer.close()
         self.seals.close()
 
@@ -152,6 +153,8 @@ class Notary:
             problems.append(
                 f"{self.anchorer.unanchored} seals have waited more than {overdue:g}s to be anchored "
                 f"(last error: {self.anchorer.last_error})")
+        if self.sealer.last_error is not None:
+            problems.append(f"sealing is failing: {self.sealer.last_error}")
         if self.anchorer.integrity_alarms:
             problems.append(f"{self.anchorer.integrity_alarms} integrity alarms: a different seal object is in S3 "
                             f"at one of our keys (last: {self.anchorer.last_error})")
@@ -167,6 +170,7 @@ class Notary:
         m.set("notary_unanchored_seals", self.anchorer.unanchored)
         m.set("notary_commits_total", self.sequencer.commits)
         m.set("notary_anchor_failures_total", self.anchorer.failures)
+        m.set("notary_seal_failures_total", self.sealer.failures)
         m.set("notary_integrity_alarms_total", self.anchorer.integrity_alarms)
         since = self.anchorer.oldest_unanchored_at
         m.set("notary_oldest_unanchored_seal_age_seconds", 0.0 if since is None else time.monotonic() - since)
@@ -255,7 +259,15 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
         log.info("ready: %s with %d entries, sealed at %d", config.origin, notary.sequencer.size, notary.sealer.sealed_size)
         if on_ready is not None:
             on_ready(notary)
-        await stop.wait()
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopper, *notary.tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():  # a core loop ended on its own: a bug; let systemd restart us
+            stopper.cancel()
+            dead = [t for t in notary.tasks if t.done()]
+            for task in dead:
+                log.critical("internal loop %s ended unexpectedly: %r", task.get_name(), task.exception())
+            systemd.notify("STOPPING=1")
+            return 1
 
         systemd.notify("STOPPING=1")
         log.info("stopping: no new entries; sealing and anchoring what was accepted")

@@ -90,12 +90,9 @@ class DevStack:
         return dict(os.environ, SOFTHSM2_CONF=str(self.softhsm_conf))
 
     def _prepare_hsm(self) -> None:
-        from hsm import keyring as keyring_file
-        from hsm.algorithms import ECDSA_P256
+        """A token with one active ECDSA key, and its keyring. PKCS#11 runs only in child processes:
+        SoftHSM2 reads its configuration once per process, so this process stays free to use another."""
         from hsm.devtoken import init_dev_token
-        from hsm.keyring import Keyring
-        from hsm.pin import PinSource
-        from hsm.token import Token, TokenConfig
 
         hsm_dir = self.data_dir / "hsm"
         (hsm_dir / "tokens").mkdir(parents=True, exist_ok=True)
@@ -104,22 +101,19 @@ class DevStack:
                 "# SoftHSM2 token of a merkle-notary dev stack (development only)\n"
                 f"directories.tokendir = {hsm_dir / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
             )
-        os.environ["SOFTHSM2_CONF"] = str(self.softhsm_conf)
         pin_file = hsm_dir / "user.pin"
         if not any((hsm_dir / "tokens").iterdir()):
             init_dev_token(self.softhsm_conf, TOKEN_LABEL, pin_file)
         if self.keyring_path.exists():
             return
-        config = TokenConfig(softhsm_module(), TOKEN_LABEL, PinSource("file", str(pin_file)))
-        with Token.open(config, rw=True) as token:
-            key = token.generate(ECDSA_P256, "dev-key-1")
-
-        def create(existing: Keyring | None) -> Keyring:
-            keyring = existing or Keyring(ORIGIN)
-            keyring = keyring.generate(key.key_id, key.label, key.algorithm.name, key.public_key)
-            return keyring.activate(key.key_id.hex())
-
-        keyring_file.update(self.keyring_path, create)
+        options = [f"--module={softhsm_module()}", f"--token={TOKEN_LABEL}", f"--pin=file:{pin_file}",
+                   f"--keyring={self.keyring_path}"]
+        for args in (["generate", "--label=dev-key-1", "--algorithm=ecdsa-p256", f"--name={ORIGIN}"],
+                     ["activate", "dev-key-1"]):
+            result = subprocess.run([sys.executable, "-m", "notary.cli", "keys", *args, *options],
+                                    env=self.env(), capture_output=True, text=True)
+            if result.returncode != 0:
+                raise DevStackError(f"notary keys {args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
 
     # -- services --------------------------------------------------------------
 
@@ -131,7 +125,8 @@ class DevStack:
             self.tsa_process = subprocess.Popen(
                 [sys.executable, "-m", "notary.cli", "dev-tsa", "--data-dir", str(self.data_dir / "tsa"),
                  "--listen", f"127.0.0.1:{port}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)  # Ctrl-C stops the daemon, which then stops the TSA after draining
         finally:
             log.close()
         deadline = time.monotonic() + 30

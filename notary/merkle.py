@@ -53,6 +53,10 @@ def range_hash(start: int, end: int, read: SubtreeReader) -> bytes:
     """
     if end <= start:
         raise ValueError(f"empty range [{start}, {end})")
+    remaining = end - start
+    if remaining & (remaining - 1) == 0:  # one complete subtree: the common case in proofs
+        level = remaining.bit_length() - 1
+        return read(level, start >> level)
     parts: list[bytes] = []
     pos, remaining = start, end - start
     while remaining:

@@ -107,21 +107,20 @@ class Note:
         return self.format().encode("utf-8")
 
 
+def decode_text(data: bytes | str, what: str, limit: int) -> str:
+    """Input as text: at most ``limit`` bytes of valid UTF-8 (checked before any parsing)."""
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if len(raw) > limit:
+        raise FormatError(f"{what} is {len(raw)} bytes, more than the limit of {limit}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+
+
 def parse_note(data: bytes | str) -> Note:
     """Parse a signed note, rejecting anything the spec does not allow."""
-    if isinstance(data, bytes):
-        if len(data) > MAX_NOTE_BYTES:
-            raise FormatError(f"note is {len(data)} bytes, more than the limit of {MAX_NOTE_BYTES}")
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"note is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
-    elif len(data.encode("utf-8", "surrogatepass")) > MAX_NOTE_BYTES:
-        raise FormatError(f"note is more than the limit of {MAX_NOTE_BYTES} bytes")
-    try:
-        data.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FormatError("note contains a lone surrogate, which is not valid UTF-8") from None
+    data = decode_text(data, "note", MAX_NOTE_BYTES)
     _check_text_chars(data, "note")
     if not data.endswith("\n"):
         raise FormatError("note does not end with a newline")

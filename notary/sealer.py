@@ -80,6 +80,8 @@ class Sealer:
         self._first_unsealed_at: float | None = None
         self._wakeup = asyncio.Event()
         self.sealed = asyncio.Condition()  # notified after every new seal
+        self.failures = 0
+        self.last_error: str | None = None
         self.on_seal: Callable[[Seal], None] = lambda seal: None
         sequencer.on_commit = self._on_commit
 
@@ -110,7 +112,14 @@ class Sealer:
             await asyncio.wait([waiter, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
-            await self.seal_now()
+            try:
+                await self.seal_now()
+                self.last_error = None
+            except Exception as exc:  # an HSM hiccup must not end sealing: log, retry at the next turn
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("sealing tree size %d failed, retrying: %s", self._sequencer.size, exc)
+                await _wait_any(stopping, timeout=min(BACKOFF_MAX, self.max_age * 2 ** min(self.failures, 6)))
         await self.seal_now()
 
     async def seal_now(self) -> Seal | None:
@@ -171,6 +180,9 @@ class Anchorer:
         pending = await self._seals.unanchored()
         self.unanchored = len(pending)
         self.oldest_unanchored_at = time.monotonic() if pending else None
+        if pending:
+            log.info("recovered %d sealed checkpoints waiting in the anchor outbox (tree sizes %d..%d)",
+                     len(pending), pending[0].tree_size, pending[-1].tree_size)
 
     async def run(self, stopping: asyncio.Event, drain_deadline: Callable[[], float | None]) -> None:
         """Anchor stored seals in order; after ``stopping``, drain until the deadline."""

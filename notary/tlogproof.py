@@ -22,7 +22,7 @@ from notary import merkle
 from notary.checkpoint import SignedCheckpoint, parse_decimal, parse_hash, parse_signed_checkpoint, verify_signed_checkpoint
 from notary.entry import Entry, parse_entry
 from notary.errors import FormatError, VerificationError
-from notary.note import MAX_NOTE_BYTES, VerifierKey, b64decode_strict, b64encode
+from notary.note import MAX_NOTE_BYTES, VerifierKey, b64decode_strict, b64encode, decode_text
 
 HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PATH = 64  # an inclusion path in a tree of fewer than 2**64 leaves
@@ -47,15 +47,7 @@ class TlogProof:
 
 def parse_tlog_proof(data: bytes | str) -> TlogProof:
     """Parse a proof file; ``FormatError`` names the first thing out of place."""
-    if isinstance(data, bytes):
-        if len(data) > MAX_PROOF_BYTES:
-            raise FormatError(f"proof is {len(data)} bytes, more than the limit of {MAX_PROOF_BYTES}")
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"proof is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
-    elif len(data) > MAX_PROOF_BYTES:
-        raise FormatError(f"proof is more than the limit of {MAX_PROOF_BYTES} bytes")
+    data = decode_text(data, "proof", MAX_PROOF_BYTES)
     head, sep, checkpoint = data.partition("\n\n")
     if not sep:
         raise FormatError("proof has no blank line before its checkpoint")

@@ -231,3 +231,49 @@ def test_find_by_digest_across_epochs(tmp_path):
         assert store.find_by_digest(target) == [0, last]
         assert store.find_by_digest(twin) == [1]
         assert store.find_by_digest(b"\x99" * 32) == []
+
+
+def test_verify_accepts_an_untouched_store(tmp_path):
+    path = tmp_path / "log.db"
+    with LogStore(path, create=True) as store:
+        for b in range(7):
+            store.append_entries([b"v-%d-%d" % (b, i) for i in range(1000 + b)])
+        store.append_leaf_hashes([merkle.leaf_hash(b"bare")] * 5)
+        assert store.verify() == store.size
+
+
+def test_verify_finds_an_entry_rewritten_with_its_leaf_hash_untouched(tmp_path):
+    path = tmp_path / "log.db"
+    _store_with(path, 5000)
+    _corrupt(path, "UPDATE entries SET entry = ? WHERE idx = 4321", b"forged")
+    with LogStore(path) as store:
+        with pytest.raises(StoreError, match="entry 4321 does not match its stored leaf hash"):
+            store.verify()
+
+
+def test_verify_finds_an_entry_and_leaf_hash_rewritten_together(tmp_path):
+    """The tamperer fixed the leaf hash too: the node above it no longer matches."""
+    path = tmp_path / "log.db"
+    _store_with(path, 5000)
+    db = sqlite3.connect(path)
+    (tile,) = db.execute("SELECT hashes FROM tiles WHERE id = ?", (4321 // 16,)).fetchone()
+    offset = (4321 % 16) * 32
+    tile = tile[:offset] + merkle.leaf_hash(b"forged") + tile[offset + 32:]
+    db.execute("UPDATE tiles SET hashes = ? WHERE id = ?", (tile, 4321 // 16))
+    db.execute("UPDATE entries SET entry = ? WHERE idx = 4321", (b"forged",))
+    db.commit()
+    db.close()
+    with LogStore(path) as store:
+        with pytest.raises(StoreError, match=r"leaves \[4320, 4336\) at tree level 4 is not the hash of its children"):
+            store.verify()
+
+
+def test_check_store_command(tmp_path, capsys):
+    from notary.cli import main
+
+    _store_with(tmp_path / "log.db", 300)
+    assert main(["check-store", str(tmp_path)]) == 0
+    assert "OK: 300 entries" in capsys.readouterr().out
+    _corrupt(tmp_path / "log.db", "UPDATE entries SET entry = ? WHERE idx = 7", b"forged")
+    assert main(["check-store", str(tmp_path)]) == 1
+    assert "entry 7 does not match its stored leaf hash" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""The logs under comparison, behind one small interface.
+
+Sizes and indices are 0-based as in RFC 9162; the pymerkle adapters translate
+to pymerkle's 1-based leaf indices. ``ours`` is notary.store.LogStore; the
+baselines are pymerkle's SqliteTree (rollback journal, SQLite's default
+synchronous=FULL, so its appends are durable too) and InmemoryTree.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pymerkle
+
+from notary.store import LogStore
+
+
+class Ours:
+    name = "ours"
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        self.path = path
+        self.log = LogStore(path, create=create)
+        self.append = self.log.append_entries
+        self.append_leaf_hashes = self.log.append_leaf_hashes
+
+    def tree_head(self, size: int | None = None) -> bytes:
+        return self.log.tree_hash(size)
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        return self.log.inclusion_proof(index, size)
+
+    def consistency(self, old: int, new: int) -> list[bytes]:
+        return self.log.consistency_proof(old, new)
+
+    def files(self) -> list[Path]:
+        """The main database file and the WAL, after checkpointing the WAL into the file."""
+        with sqlite3.connect(self.path) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return [self.path, self.path.with_name(self.path.name + "-wal")]
+
+    def close(self) -> None:
+        self.log.close()
+
+
+class _Pymerkle:
+    tree: pymerkle.BaseMerkleTree
+
+    def append(self, entries: Sequence[bytes]) -> None:
+        self.tree.append_entries(entries)  # its bulk API: one transaction per call
+
+    def tree_head(self, size: int | None = None) -> bytes:
+        return self.tree.get_root(size)
+
+    def inclusion(self, index: int, size: int) -> object:
+        return self.tree.prove_inclusion(index + 1, size)
+
+    def consistency(self, old: int, new: int) -> object:
+        return self.tree.prove_consistency(old, new)
+
+
+class PymerkleSqlite(_Pymerkle):
+    name = "pymerkle SqliteTree"
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        self.path = path
+        self.tree = pymerkle.SqliteTree(str(path))
+
+    def files(self) -> list[Path]:
+        return [self.path]
+
+    def close(self) -> None:
+        self.tree.close()
+
+
+class PymerkleInmemory(_Pymerkle):
+    name = "pymerkle InmemoryTree"
+
+    def __init__(self, path: Path | None = None, create: bool = False) -> None:
+        self.tree = pymerkle.InmemoryTree()
+
+    def close(self) -> None:
+        self.tree = None  # type: ignore[assignment]  # drop the whole tree now, it can be gigabytes
+
+
+OPENERS: dict[str, Callable[..., Ours | PymerkleSqlite | PymerkleInmemory]] = {
+    "ours": Ours,
+    "sqlite": PymerkleSqlite,
+    "inmemory": PymerkleInmemory,
+}
