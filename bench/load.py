@@ -7,7 +7,9 @@ a subprocess (``notary run -c``) and measures, all on 127.0.0.1:
 1. HTTP, 1000 digests a request, several concurrent clients: digests/s
    acknowledged durably (a 200 answer holding one index per digest);
 2. the unix socket, pipelined lines from a few connections: digests/s;
-3. single-digest HTTP requests from many concurrent clients: requests/s;
+3. single-digest HTTP requests from many concurrent clients: requests/s
+   (on bare keep-alive connections: aiohttp's client would cost as much CPU
+   as the server it measures);
 4. acknowledgement latency at half the best rate of (1), open loop (requests
    leave on a fixed schedule; latency counts from the scheduled time, so a
    slow daemon cannot hold back the load that measures it);
@@ -20,7 +22,9 @@ a subprocess (``notary run -c``) and measures, all on 127.0.0.1:
 Baselines in the same run: ``LogStore.append_entries`` in this process (the
 ceiling for durable appends), and a trivial aiohttp endpoint that answers
 without parsing or storing (the ceiling for HTTP on this machine, with this
-client). The load generator shares the machine's cores with the daemon.
+client). The load generator shares the machine's cores with the daemon, so
+each figure comes with the CPU the server spent and the time it waited for a
+CPU (schedstat). ``--profile FILE`` runs the daemon under cProfile instead.
 Every loop is bounded in count and in time; every process started here is
 stopped and every scratch directory removed.
 """
@@ -32,6 +36,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import random
@@ -137,7 +142,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class Ingest:
