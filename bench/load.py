@@ -120,6 +120,7 @@ class Run:
     client_cpu: float = 0.0  # the load generator's, likewise
     daemon_cpu_seconds: float = 0.0
     daemon_waited: float = 0.0  # seconds the daemon's threads were runnable but waited for a CPU, per second
+    commits: int = 0  # the daemon's store commits (group commit: one fsync each)
 
     @property
     def digest_rate(self) -> float:
@@ -440,6 +441,14 @@ def run_queue_seconds(process: psutil.Process) -> float:
     return total / 1e9
 
 
+async def on_daemon(daemon: Daemon, work) -> Run:
+    """``measured``, and the store commits the daemon made meanwhile."""
+    before = (await daemon.metrics())["notary_commits_total"]
+    run = await measured(daemon.ps, work)
+    run.commits = int((await daemon.metrics())["notary_commits_total"] - before)
+    return run
+
+
 async def measured(server: psutil.Process, work) -> Run:
     """Run ``work`` (a coroutine giving a Run) and note the CPU the server and this process spent on it."""
     me = psutil.Process()
@@ -572,7 +581,6 @@ class Results:
     half_rate: float = 0.0  # digests/s offered in the open loop
     anchored: Run | None = None  # latencies = ack -> anchored
     anchor_missed: int = 0
-    commits: tuple[float, float] = (0.0, 0.0)  # (commits, entries) during measurement 1
     small_rss: int = 0  # after measurements 1-5
     build_seconds: float = 0.0
     big_log: int = 0
@@ -585,31 +593,27 @@ class Results:
 
 async def ingest_measurements(daemon: Daemon, plan: Plan, results: Results) -> None:
     token = daemon.stack.token
-    before = await daemon.metrics()
     for clients in plan.batch_clients:
         producer = Ingest(daemon.url, token, clients)
         try:
-            results.batched[clients] = await measured(daemon.ps, producer.closed_loop(BATCH, clients, plan.seconds))
+            results.batched[clients] = await on_daemon(daemon, producer.closed_loop(BATCH, clients, plan.seconds))
         finally:
             await producer.close()
         report(f"HTTP batched, {clients} clients", results.batched[clients])
-    after = await daemon.metrics()
-    results.commits = (after["notary_commits_total"] - before["notary_commits_total"],
-                       after["notary_log_entries"] - before["notary_log_entries"])
 
-    results.unix = await measured(daemon.ps, unix_pipelined(daemon.socket,
+    results.unix = await on_daemon(daemon, unix_pipelined(daemon.socket,
                                                          plan.unix_connections, plan.seconds))
     report("unix socket", results.unix)
 
     for clients in plan.single_clients:
-        results.single[clients] = await measured(daemon.ps, RawHttp(daemon.url, token).closed_loop(clients, plan.seconds))
+        results.single[clients] = await on_daemon(daemon, RawHttp(daemon.url, token).closed_loop(clients, plan.seconds))
         report(f"HTTP single digest, {clients} clients", results.single[clients])
 
     best = max(run.digest_rate for run in results.batched.values())
     results.half_rate = best / 2
     producer = Ingest(daemon.url, token, MAX_OUTSTANDING)
     try:
-        results.half = await measured(daemon.ps, producer.open_loop(BATCH, results.half_rate / BATCH, plan.open_seconds))
+        results.half = await on_daemon(daemon, producer.open_loop(BATCH, results.half_rate / BATCH, plan.open_seconds))
         report(f"open loop at {results.half_rate:,.0f} digests/s", results.half)
 
         # Ack -> anchored, under the same load: every 10th answer is followed until a proof is served.
@@ -620,7 +624,7 @@ async def ingest_measurements(daemon: Daemon, plan: Plan, results: Results) -> N
             if next(sample) % 10 == 0:
                 waits.append(asyncio.create_task(producer.anchored_within(index, at)))
 
-        results.anchored = await measured(daemon.ps, producer.open_loop(BATCH, results.half_rate / BATCH,
+        results.anchored = await on_daemon(daemon, producer.open_loop(BATCH, results.half_rate / BATCH,
                                                                      plan.open_seconds, acked))
         found = await asyncio.gather(*waits)
         results.anchored.latencies = [s for s in found if s is not None]
@@ -636,7 +640,7 @@ async def big_log_measurements(daemon: Daemon, plan: Plan, results: Results) -> 
     results.big_start_rss = daemon.rss()
     producer = Ingest(daemon.url, daemon.stack.token, 8)
     try:
-        results.big_load = await measured(daemon.ps, producer.closed_loop(BATCH, 8, plan.seconds))
+        results.big_load = await on_daemon(daemon, producer.closed_loop(BATCH, 8, plan.seconds))
         report("big log, HTTP batched, 8 clients", results.big_load)
         proofs = Run()
         loop = asyncio.get_running_loop()
@@ -664,7 +668,7 @@ async def big_log_measurements(daemon: Daemon, plan: Plan, results: Results) -> 
             proofs.seconds = loop.time() - t0
             return proofs
 
-        results.big_proofs = await measured(daemon.ps, all_proofs())
+        results.big_proofs = await on_daemon(daemon, all_proofs())
         report(f"big log, {plan.proofs} proofs by index + {len(digests)} by digest", results.big_proofs)
     finally:
         await producer.close()
@@ -685,7 +689,7 @@ def report(name: str, run: Run) -> None:
           f"refused {run.refusals()}, missed {run.missed}; CPU daemon {run.daemon_cpu:.2f}, "
           f"client {run.client_cpu:.2f} cores; daemon waited {run.daemon_waited:.2f} s/s for a CPU; "
           f"{run.cpu_us(run.digests):.2f} us daemon CPU a digest, "
-          f"{run.cpu_us(run.requests):.0f} a request", flush=True)
+          f"{run.cpu_us(run.requests):.0f} a request; {run.commits} commits", flush=True)
 
 
 # -- the report ---------------------------------------------------------------------
@@ -710,7 +714,8 @@ def table(results: Results, plan: Plan, load_before: tuple, load_after: tuple) -
     echo_s = max(results.echo_single, key=lambda r: r.request_rate)
     half, anch, u = results.half, results.anchored, results.unix
     p99_ack, p99_anchor = percentile(half.latencies, 0.99), percentile(anch.latencies, 0.99)
-    commits, committed = results.commits
+    commits = sum(run.commits for run in results.batched.values())
+    committed = sum(run.digests for run in results.batched.values())
 
     def cpu(run: Run, per_request: bool = False) -> str:
         per = f"{run.cpu_us(run.requests):.0f} us/request" if per_request else f"{run.cpu_us(run.digests):.1f} us/digest"
@@ -773,8 +778,10 @@ def table(results: Results, plan: Plan, load_before: tuple, load_after: tuple) -
         f"{u.cpu_us(u.digests) / store_cpu:.1f}x its CPU; "
         f"single-digest {single.request_rate / echo_s.request_rate:.2f}x the echo server's requests/s and "
         f"{single.cpu_us(single.requests) / echo_s.cpu_us(echo_s.requests):.1f}x its CPU a request.",
-        f"Group commit during measurement 1: {commits:,.0f} commits for {committed:,.0f} entries "
-        f"({committed / max(commits, 1):,.0f} entries a commit).",
+        f"Group commit during measurement 1: {commits:,} commits for {committed:,} acknowledged digests "
+        f"({committed / max(commits, 1):,.0f} a commit); during measurement 3: "
+        + ", ".join(f"{r.commits / r.seconds:,.0f} commits/s ({r.digests / max(r.commits, 1):.1f} requests a commit) "
+                    f"with {c} clients" for c, r in sorted(results.single.items())) + ".",
         f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
         f"after: {', '.join(f'{x:.2f}' for x in load_after)}.",
     ]
