@@ -70,6 +70,7 @@ class TimestampToken:
     gen_time: datetime.datetime
     serial_number: int
     policy: str
+    tsa: str = ""  # the signing certificate's subject (RFC 4514), for verdicts people read
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,18 @@ def verify_response(
         gen_time=info.gen_time,
         serial_number=info.serial_number,
         policy=info.policy.dotted_string,
+        tsa=_signer_subject(decoded.signed_data),
     )
+
+
+def _signer_subject(signed_data) -> str:
+    """The subject of the embedded certificate named by the signer info (issuer and serial, RFC 5652 §5.3)."""
+    for signer in signed_data.signer_infos:
+        for der in signed_data.certificates:
+            cert = x509.load_der_x509_certificate(der)
+            if cert.issuer == signer.issuer and cert.serial_number == signer.serial_number:
+                return cert.subject.rfc4514_string()
+    return "an unnamed TSA"
 
 
 def verify_token(

@@ -9,6 +9,9 @@ Auditors (no token):
     GET /v1/proof?digest=<hex>|index=N[&size=N]   c2sp.org/tlog-proof@v1 text
     GET /v1/consistency?from=M&to=N         {"from", "to", "proof": [base64...]}
     GET /v1/seals/<size>                    the seal JSON and where it lives in S3
+    GET /v1/entries?from=A&to=B[&source=S]  entry lines of [A, B) (notary/logbundle.py)
+    POST /v1/lookup[?source=S]              {"digests": [...]} -> {"anchored_size", "indices": [[i, ...], ...]}
+    GET /v1/range-proof?from=A&to=B[&size=N]   {"from", "to", "size", "checkpoint", "proof": [base64...]}
     GET /metrics, GET /healthz
 """
 
@@ -24,8 +27,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from notary.checkpoint import parse_signed_checkpoint
-from notary.entry import encode_entries, parse_digest_hex
+from notary import rangeproof
+from notary.entry import Entry, check_source, encode_entries, parse_digest_hex
 from notary.errors import FormatError, NotaryError
+from notary.logbundle import entry_line
 from notary.sequencer import Overloaded
 from notary.tlogproof import TlogProof
 
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
     from notary.daemon import Notary
 
 TEXT = "text/plain; charset=utf-8"
+MAX_ENTRIES_PER_REQUEST = 1 << 16  # entry lines a GET /v1/entries answers: one store-thread turn of about 0.1 s
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -49,6 +55,42 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     return int(text)
 
 
+async def _read_digests(request: web.Request, limits) -> tuple[list[bytes], None] | tuple[None, tuple[int, str, str | None]]:
+    """The digests of a ``{"digests": [...]}`` body, or (status, message, metric reason) refusing it."""
+    if request.content_length is not None and request.content_length > limits.max_request_bytes:
+        return None, (413, f"request body is {request.content_length} bytes, limit {limits.max_request_bytes}", "too_large")
+    try:
+        body = await request.json()
+    except web.HTTPRequestEntityTooLarge:
+        return None, (413, f"request body is larger than the limit of {limits.max_request_bytes} bytes", "too_large")
+    except (ValueError, UnicodeDecodeError):
+        return None, (400, "body is not JSON", None)
+    digests = body.get("digests") if isinstance(body, dict) else None
+    if not isinstance(digests, list) or not digests:
+        return None, (400, 'body must be {"digests": ["<64 hex digits>", ...]} with at least one digest', None)
+    if len(digests) > limits.max_request_digests:
+        return None, (413, f"{len(digests)} digests in one request, limit {limits.max_request_digests}", "too_large")
+    parsed = []
+    for i, d in enumerate(digests):
+        try:
+            if not isinstance(d, str):
+                raise FormatError(f"digest {d!r} is not a string")
+            parsed.append(parse_digest_hex(d))
+        except FormatError as exc:
+            return None, (400, f"digests[{i}]: {exc}", "malformed")
+    return parsed, None
+
+
+def _source_param(request: web.Request) -> str | None:
+    source = request.query.get("source")
+    if source is not None:
+        try:
+            check_source(source)
+        except FormatError as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": f"source: {exc}"}), content_type="application/json")
+    return source
+
+
 def build_app(notary: Notary) -> web.Application:
     cfg = notary.config
     app = web.Application(client_max_size=cfg.limits.max_request_bytes)
@@ -62,32 +104,13 @@ def build_app(notary: Notary) -> web.Application:
         if source is None:
             notary.metrics.inc("notary_ingest_rejected_total", reason="unauthorized")
             return _error(401, "missing or unknown bearer token", **{"WWW-Authenticate": "Bearer"})
-        if request.content_length is not None and request.content_length > cfg.limits.max_request_bytes:
-            notary.metrics.inc("notary_ingest_rejected_total", reason="too_large")
-            return _error(413, f"request body is {request.content_length} bytes, limit {cfg.limits.max_request_bytes}")
-        try:
-            body = await request.json()
-        except web.HTTPRequestEntityTooLarge:
-            notary.metrics.inc("notary_ingest_rejected_total", reason="too_large")
-            return _error(413, f"request body is larger than the limit of {cfg.limits.max_request_bytes} bytes")
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "body is not JSON")
-        digests = body.get("digests") if isinstance(body, dict) else None
-        if not isinstance(digests, list) or not digests:
-            return _error(400, 'body must be {"digests": ["<64 hex digits>", ...]} with at least one digest')
-        if len(digests) > cfg.limits.max_request_digests:
-            notary.metrics.inc("notary_ingest_rejected_total", reason="too_large")
-            return _error(413, f"{len(digests)} digests in one request, limit {cfg.limits.max_request_digests}")
-        parsed = []
-        for i, d in enumerate(digests):
-            try:
-                if not isinstance(d, str):
-                    raise FormatError(f"digest {d!r} is not a string")
-                parsed.append(parse_digest_hex(d))
-            except FormatError as exc:
-                notary.metrics.inc("notary_ingest_rejected_total", reason="malformed")
-                return _error(400, f"digests[{i}]: {exc}")
-        entries = encode_entries(parsed, source)
+        digests, refused = await _read_digests(request, cfg.limits)
+        if refused is not None:
+            status, message, reason = refused
+            if reason is not None:
+                notary.metrics.inc("notary_ingest_rejected_total", reason=reason)
+            return _error(status, message)
+        entries = encode_entries(digests, source)
         try:
             first = await notary.submit(entries)
         except Overloaded as exc:
@@ -151,6 +174,59 @@ def build_app(notary: Notary) -> web.Application:
         if not record.anchored:
             return _error(425, f"seal {record.tree_size} is not anchored yet", **{"Retry-After": "1"})
         return web.json_response({"seal": json.loads(record.seal_json(cfg.origin)), "s3": record.receipt})
+
+    @routes.get("/v1/entries")
+    async def entries(request: web.Request) -> web.Response:
+        start, end = _int_param(request, "from"), _int_param(request, "to")
+        if start is None or end is None:
+            return _error(400, "give from=<index> and to=<index>: the entries [from, to)")
+        if not start < end or end - start > MAX_ENTRIES_PER_REQUEST:
+            return _error(400, f"from={start} to={end}: need from < to and at most {MAX_ENTRIES_PER_REQUEST} entries a request")
+        source = _source_param(request)
+        want = None if source is None else source.encode("utf-8")
+
+        def read(s) -> str:
+            rows = s.entries(start, end)
+            return "".join(entry_line(i, rows.get(i), want, s.leaf_hash) + "\n" for i in range(start, end))
+
+        try:
+            text = await notary.writer.run(read)
+        except NotaryError as exc:
+            return _error(404, str(exc))
+        return web.Response(text=text, content_type="text/plain")
+
+    @routes.post("/v1/lookup")
+    async def lookup(request: web.Request) -> web.Response:
+        digests, refused = await _read_digests(request, cfg.limits)
+        if refused is not None:
+            return _error(refused[0], refused[1])
+        source = _source_param(request)
+        anchored = notary.anchorer.latest_anchored
+
+        def find(s) -> list[list[int]]:
+            found = [s.find_by_digest(d) for d in digests]
+            if source is None:
+                return found
+            return [[i for i in hits if s.entry(i) == Entry(d, source).encode()] for d, hits in zip(digests, found)]
+
+        indices = await notary.writer.run(find)
+        return web.json_response({"anchored_size": 0 if anchored is None else anchored.tree_size, "indices": indices})
+
+    @routes.get("/v1/range-proof")
+    async def range_proof(request: web.Request) -> web.Response:
+        start, end, size = _int_param(request, "from"), _int_param(request, "to"), _int_param(request, "size")
+        if start is None or end is None:
+            return _error(400, "give from=<index> and to=<index>: the span [from, to)")
+        seal = notary.anchorer.latest_anchored if size is None else await notary.seals.get(size)
+        if seal is None or not seal.anchored:
+            where = "yet" if size is None else f"at tree size {size}"
+            return _error(404, f"there is no anchored seal {where}")
+        if not 0 <= start < end <= seal.tree_size:
+            return _error(404, f"need 0 <= from < to <= {seal.tree_size} (the anchored seal's size), got from={start} to={end}")
+        hashes = await notary.writer.run(lambda s: rangeproof.range_proof(start, end, seal.tree_size, s.subtree_hash))
+        return web.json_response({"from": start, "to": end, "size": seal.tree_size,
+                                  "checkpoint": seal.checkpoint.decode("utf-8"),
+                                  "proof": [base64.b64encode(h).decode() for h in hashes]})
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:

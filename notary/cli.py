@@ -15,8 +15,10 @@ import sys
 # Command modules, in the order their commands appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "notary.cli_daemon",
+    "notary.cli_verify",
     "notary.cli_keys",
     "notary.cli_devtsa",
+    "notary.cli_forensics",
 )
 
 

@@ -1,10 +1,10 @@
-"""``notary run``, ``submit``, ``proof``, ``status`` and ``verify``: the daemon and its everyday clients."""
+"""``notary run``, ``submit``, ``proof``, ``status`` and ``check-store``: the daemon and its everyday clients
+(``verify`` and ``audit``, for auditors: cli_verify)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -14,8 +14,6 @@ from pathlib import Path
 from notary.client import ClientError, HttpClient, line_digests, record_digest, submit_unix
 from notary.entry import parse_digest_hex
 from notary.errors import NotaryError
-from notary.note import parse_verifier_key
-from notary.tlogproof import parse_tlog_proof, verify_tlog_proof
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,17 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "against its children, and the root of every seal in seals.db against the log.")
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the daemon's data_dir (holding log.db and seals.db)")
     p.set_defaults(handler=_check_store)
-
-    p = subparsers.add_parser("verify", help="verify a .tlog-proof offline against trusted verifier keys")
-    p.add_argument("proof", type=Path, help="the .tlog-proof file")
-    p.add_argument("--vkey", action="append", default=[], metavar="KEY", help="a trusted verifier key (repeatable)")
-    p.add_argument("--dev-json", type=Path, help="take the verifier keys from a dev stack's dev.json")
-    p.add_argument("--origin", help="require this log origin")
-    record = p.add_mutually_exclusive_group()
-    record.add_argument("--digest", metavar="HEX", help="the record's SHA-256")
-    record.add_argument("--line", metavar="TEXT", help="the record as text (without its newline)")
-    record.add_argument("--record", type=Path, metavar="FILE", help="the record's bytes")
-    p.set_defaults(handler=_verify)
 
 
 def _connection_options(p: argparse.ArgumentParser) -> None:
@@ -195,27 +182,3 @@ def _check_store(args: argparse.Namespace) -> int:
     print(f"OK: {checked} entries and their tree recomputed; {len(seals)} seals agree with the log")
     return 0
 
-
-def _verify(args: argparse.Namespace) -> int:
-    keys = list(args.vkey)
-    if args.dev_json is not None:
-        keys += json.loads(args.dev_json.read_text())["vkeys"]
-    if not keys:
-        raise ClientError("no trusted verifier key: give --vkey KEY (from `notary keys export`) or --dev-json")
-    record = verify_tlog_proof(args.proof.read_bytes(), [parse_verifier_key(k) for k in keys], origin=args.origin)
-    expected = None
-    if args.digest is not None:
-        expected = parse_digest_hex(args.digest)
-    elif args.line is not None:
-        expected = record_digest(args.line.encode("utf-8"))
-    elif args.record is not None:
-        expected = record_digest(args.record.read_bytes())
-    if expected is not None and not hmac.compare_digest(expected, record.entry.digest):
-        raise NotaryError(
-            f"the record's digest is {expected.hex()}, but the proof is for {record.entry.digest.hex()}: "
-            "this proof does not cover this record")
-    signers = ", ".join(f"{k.name}+{k.key_id:08x}" for k in record.signed_by)
-    what = f"record {record.entry.digest.hex()}" + (" (matches the record given)" if expected else "")
-    print(f"VERIFIED: {what} was notarized by source {record.entry.source!r} in log {record.origin} "
-          f"at index {record.index}, in the tree of size {record.tree_size} signed by {signers}.")
-    return 0

@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 
+def _number(value: float) -> str:
+    """Integers exactly (``:g`` would print 1000002 as 1e+06), other floats in full."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 class Metrics:
     def __init__(self) -> None:
         self._samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
@@ -31,5 +36,6 @@ class Metrics:
             lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
             for labels, value in sorted(self._samples[name].items()):
                 label_text = ",".join(f'{k}="{v}"' for k, v in labels)
-                lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+                text = _number(value)
+                lines.append(f"{name}{{{label_text}}} {text}" if label_text else f"{name} {text}")
         return "\n".join(lines) + "\n"

@@ -288,6 +288,13 @@ class LogStore:
         row = self._db.execute("SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
         return None if row is None else row[0]
 
+    def entries(self, start: int, end: int) -> dict[int, bytes]:
+        """The entries at indices ``[start, end)`` that have one (leaves appended bare have none)."""
+        if not 0 <= start <= end <= self._size:
+            raise StoreError(f"entries [{start}, {end}) are not in the log, which has {self._size} leaves")
+        rows = self._db.execute("SELECT idx, entry FROM entries WHERE idx >= ? AND idx < ?", (start, end))
+        return dict(rows)
+
     def find_by_digest(self, digest: bytes) -> list[int]:
         """Indices of the v1 entries (0x01 || digest || ...) that hold ``digest``, in log order."""
         if self._size == 0:

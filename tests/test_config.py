@@ -81,3 +81,4 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("origin = ")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(bad)
+

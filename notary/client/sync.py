@@ -1,0 +1,170 @@
+"""The synchronous client: submit digests, fetch proofs and checkpoints.
+
+HTTP (``HttpClient``) or the local unix socket (``submit_unix``). Records are
+hashed on the client: the notary only ever sees digests. How a log file is
+hashed is fixed in ``line_digests`` (docs/FORMATS.md, "Records"). The request
+encoding and the answer decoding here are shared with ``notary.client.aio``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from notary.errors import NotaryError
+
+
+class ClientError(NotaryError):
+    """The notary refused a request or could not be reached."""
+
+
+def record_digest(record: bytes) -> bytes:
+    return hashlib.sha256(record).digest()
+
+
+def line_digests(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, SHA-256 of the line) for each line of a log file.
+
+    One line is one record: its bytes without the line terminator ("\\n", or
+    "\\r\\n"). Empty lines are records too, so that deleting one shows.
+    """
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if line.endswith(b"\n"):
+                line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+            yield number, record_digest(line)
+
+
+def submit_request(digests: Sequence[bytes], wait_sealed: bool) -> tuple[str, bytes]:
+    """The path and JSON body of ``POST /v1/entries`` (docs/OPERATIONS.md, "HTTP API")."""
+    body = json.dumps({"digests": [d.hex() for d in digests]}).encode()
+    return "/v1/entries" + ("?wait=sealed" if wait_sealed else ""), body
+
+
+def proof_path(digest: bytes | None, index: int | None, size: int | None) -> str:
+    if (digest is None) == (index is None):
+        raise ValueError("a proof is asked for by digest or by index, exactly one of them")
+    query = f"digest={digest.hex()}" if digest is not None else f"index={index}"
+    if size is not None:
+        query += f"&size={size}"
+    return f"/v1/proof?{query}"
+
+
+def answer_body(status: int, body: bytes, what: str) -> bytes:
+    """The body of a 200 answer; otherwise a ClientError with the notary's own message."""
+    if status == 200:
+        return body
+    try:
+        message = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace")
+    raise ClientError(f"{what}: HTTP {status}: {message}")
+
+
+def unix_request(digests: Sequence[bytes]) -> bytes:
+    """One digest, 64 hex digits, per line (docs/OPERATIONS.md, "Unix socket")."""
+    return b"".join(d.hex().encode() + b"\n" for d in digests)
+
+
+def unix_indices(path: Path, data: bytes, expected: int) -> list[int]:
+    """The indices from the socket's answer lines, or the first `error:`/`retry:` line as a ClientError."""
+    answers = data.decode("utf-8", "replace").splitlines()
+    if len(answers) != expected or not all(a.isdigit() for a in answers):
+        bad = next((a for a in answers if not a.isdigit()), "connection closed early")
+        raise ClientError(f"notary socket {path}: {bad}")
+    return [int(a) for a in answers]
+
+
+class HttpClient:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ClientError(f"notary at {self.url} cannot be reached: {reason}") from None
+
+    def submit(self, digests: Sequence[bytes], *, wait_sealed: bool = False) -> list[dict]:
+        path, body = submit_request(digests, wait_sealed)
+        return json.loads(answer_body(*self._request("POST", path, body), "submit"))["entries"]
+
+    def submit_indices(self, digests: Sequence[bytes]) -> list[int]:
+        """Submit and return only the indices, in order (the handler's transport interface)."""
+        return [e["index"] for e in self.submit(digests)]
+
+    def proof(self, *, digest: bytes | None = None, index: int | None = None, size: int | None = None) -> str:
+        return answer_body(*self._request("GET", proof_path(digest, index, size)), "proof").decode("utf-8")
+
+    def checkpoint(self) -> str:
+        return answer_body(*self._request("GET", "/checkpoint"), "checkpoint").decode("utf-8")
+
+    def lookup(self, digests: Sequence[bytes], source: str | None = None) -> dict:
+        """``{"anchored_size": N, "indices": [[index, ...] per digest]}``."""
+        _, body = submit_request(digests, wait_sealed=False)  # the same {"digests": [...]} body
+        path = "/v1/lookup" + _query(source=source)
+        return json.loads(answer_body(*self._request("POST", path, body), "lookup"))
+
+    def entries(self, start: int, end: int, source: str | None = None) -> str:
+        """Entry lines of [start, end) (notary/logbundle.py)."""
+        path = "/v1/entries" + _query(**{"from": start, "to": end, "source": source})
+        return answer_body(*self._request("GET", path), "entries").decode("utf-8")
+
+    def range_proof(self, start: int, end: int, size: int | None = None) -> dict:
+        path = "/v1/range-proof" + _query(**{"from": start, "to": end, "size": size})
+        return json.loads(answer_body(*self._request("GET", path), "range proof"))
+
+    def healthz(self) -> tuple[int, dict]:
+        status, body = self._request("GET", "/healthz")
+        return status, json.loads(body)
+
+    def metrics(self) -> str:
+        return answer_body(*self._request("GET", "/metrics"), "metrics").decode("utf-8")
+
+
+def _query(**params: object) -> str:
+    given = {k: v for k, v in params.items() if v is not None}
+    return "?" + urllib.parse.urlencode(given) if given else ""
+
+
+def submit_unix(path: Path, digests: Sequence[bytes], timeout: float = 60.0) -> list[int]:
+    """Submit over the unix socket; return the indices in order."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(unix_request(digests))
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(1 << 16):
+                data += chunk
+    except OSError as exc:
+        raise ClientError(f"notary socket {path} cannot be used: {exc.strerror or exc}") from None
+    return unix_indices(path, data, len(digests))
+
+
+class UnixClient:
+    """The unix socket as a transport for ``NotaryHandler`` (same interface as ``HttpClient.submit_indices``)."""
+
+    def __init__(self, path: Path | str, timeout: float = 60.0):
+        self.path = Path(path)
+        self.timeout = timeout
+
+    def submit_indices(self, digests: Sequence[bytes]) -> list[int]:
+        return submit_unix(self.path, digests, self.timeout)

@@ -1,0 +1,126 @@
+"""Seal objects read back (notary/sealobject.py), trust intervals from the keyring (notary/trust.py),
+and the audit's object checks (notary/audit.py) on seals held in memory: no S3, no TSA."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import json
+
+import pytest
+
+from anchors.s3 import LockStatus, SealVersion
+from hsm.algorithms import key_id_for
+from hsm.keyring import Keyring
+from notary.audit import StoredSeal, StoredVersion, audit_seals
+from notary.checkpoint import Checkpoint, sign_checkpoint
+from notary.entry import Entry
+from notary.errors import FormatError
+from notary.sealobject import ChainError, TimestampError, parse_seal, verify_link, verify_seal
+from notary.seals import Seal
+from notary.store import LogStore
+from notary.trust import SignatureError, TrustedKeys
+from tests.support import SoftwareSigner
+
+ORIGIN = "example.com/log"
+T = [datetime.datetime(2026, 1, 1 + i, tzinfo=datetime.UTC) for i in range(8)]
+KEY_A, KEY_B = SoftwareSigner.ed25519(bytes(32)), SoftwareSigner.ed25519(bytes([1] * 32))
+
+
+def keyring() -> Keyring:
+    """A generated at T0, active T1..T4; B active from T3; C pending; D retired without ever being active."""
+    ring = Keyring(ORIGIN)
+    ring = ring.generate(key_id_for(KEY_A.public_key), "a", "ed25519", KEY_A.public_key, now=T[0]).activate("a", now=T[1])
+    ring = ring.generate(key_id_for(KEY_B.public_key), "b", "ed25519", KEY_B.public_key, now=T[2]).activate("b", now=T[3])
+    ring = ring.retire("a", now=T[4])
+    for label, seed in (("c", 2), ("d", 3)):
+        key = SoftwareSigner.ed25519(bytes([seed] * 32))
+        ring = ring.generate(key_id_for(key.public_key), label, "ed25519", key.public_key, now=T[5])
+    return ring.retire("d", now=T[6])
+
+
+def test_keyring_keys_are_trusted_from_activation_until_retirement():
+    keys = {k.label: k for k in TrustedKeys.from_keyring(keyring()).keys}
+    assert [keys["a"].valid_at(t) for t in T[:6]] == [False, True, True, True, False, False]
+    assert [keys["b"].valid_at(t) for t in T[:6]] == [False, False, False, True, True, True]
+    assert not any(keys[label].valid_at(t) for label in "cd" for t in T)
+    assert not any(k.valid_at(None) for k in keys.values())  # bounded keys need a time
+    assert TrustedKeys.from_strings([str(KEY_A.verifier(ORIGIN))]).keys[0].valid_at(None)
+
+
+def test_a_signature_counts_only_inside_its_keys_interval():
+    trust = TrustedKeys.from_keyring(keyring())
+    checkpoint = asyncio.run(sign_checkpoint(Checkpoint(ORIGIN, 1, bytes(32)), [KEY_A])).encode()
+    _, keys = trust.verify_checkpoint(checkpoint, T[2])
+    assert [k.label for k in keys] == ["a"]
+    with pytest.raises(SignatureError, match=r"key example.com/log\+[0-9a-f]{8} \(a\) is known but valid from "
+                       r"2026-01-02T00:00:00Z until 2026-01-05T00:00:00Z, and the signature is judged at the "
+                       r"timestamp's time 2026-01-06T00:00:00Z"):
+        trust.verify_checkpoint(checkpoint, T[5])
+    other = asyncio.run(sign_checkpoint(Checkpoint("other.example/log", 1, bytes(32)), [KEY_A])).encode()
+    with pytest.raises(SignatureError, match="is for log 'other.example/log', but the keyring is for 'example.com/log'"):
+        trust.verify_checkpoint(other, T[2])
+
+
+def chain(tmp_path, sizes: list[int]) -> list[Seal]:
+    """Seals of a real log at ``sizes``, each with its consistency proof from the one before (token: junk)."""
+    seals, prev = [], 0
+    with LogStore(tmp_path / "log.db", create=True) as log:
+        log.append_entries([Entry(bytes([i]) * 32, "src").encode() for i in range(max(sizes))])
+        for size in sizes:
+            cp = asyncio.run(sign_checkpoint(Checkpoint(ORIGIN, size, log.tree_hash(size)), [KEY_B]))
+            seals.append(Seal(size, log.tree_hash(size), cp.encode(), prev, tuple(log.consistency_proof(prev, size)),
+                              "2026-01-05T00:00:00.000000Z", timestamp_token=b"not a token"))
+            prev = size
+    return seals
+
+
+def test_seal_parses_and_links_to_the_one_before(tmp_path):
+    first, second = (parse_seal(s.seal_json(ORIGIN)) for s in chain(tmp_path, [3, 7]))
+    assert (first.tree_size, second.previous_tree_size, second.canonical) == (3, 3, True)
+    verify_link(None, first)
+    verify_link(first, second)
+    with pytest.raises(ChainError, match="names previous_tree_size 3, but the seal before it is for tree size 0"):
+        verify_link(None, second)
+    broken = parse_seal(json.dumps(json.loads(second.raw) | {"consistency_proof": [base64.b64encode(bytes(32)).decode()]}).encode())
+    assert not broken.canonical  # json.dumps with spaces: not the notary's bytes
+    with pytest.raises(ChainError, match="consistency proof from tree size 3 to 7 fails"):
+        verify_link(first, broken)
+    with pytest.raises(TimestampError, match="the timestamp token of the seal of tree size 3 fails"):
+        verify_seal(first, TrustedKeys.from_keyring(keyring()), roots=())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tree_size": 4}, "seal tree_size is 4, but its checkpoint is for size 3"),
+    ({"root_hash": base64.b64encode(bytes(32)).decode()}, "seal root_hash is 0000"),
+    ({"origin": "other.example/log"}, "seal origin is 'other.example/log', but its checkpoint is for log 'example.com/log'"),
+    ({"previous_tree_size": 3}, "previous_tree_size 3 is not below its tree_size 3"),
+    ({"format": "notary-seal/v2"}, "seal format is 'notary-seal/v2'"),
+    ({"extra": 1}, "expected exactly"),
+    ({"tree_size": True}, "seal field tree_size is not an integer"),
+])
+def test_seal_whose_fields_disagree_is_refused(tmp_path, change, message):
+    doc = json.loads(chain(tmp_path, [3])[0].seal_json(ORIGIN)) | change
+    with pytest.raises(FormatError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_seal(json.dumps(doc).encode())
+
+
+def test_audit_names_malformed_misplaced_and_noncanonical_objects(tmp_path):
+    seals = chain(tmp_path, [3, 7])
+    lock = LockStatus("COMPLIANCE", T[7])
+    version = lambda vid: SealVersion(vid, T[5], True, False, 1, "etag", lock)  # noqa: E731
+    stored = [
+        StoredSeal(3, "p/seals/00000000000000000003.json", (StoredVersion("p/seals/00000000000000000003.json", version("v3"),
+                   json.dumps(json.loads(seals[0].seal_json(ORIGIN))).encode()),)),
+        StoredSeal(5, "p/seals/00000000000000000005.json", (StoredVersion("p/seals/00000000000000000005.json", version("v5"),
+                   b"{not json"),)),
+        StoredSeal(8, "p/seals/00000000000000000008.json", (StoredVersion("p/seals/00000000000000000008.json", version("v8"),
+                   seals[1].seal_json(ORIGIN)),)),
+    ]
+    report = audit_seals(stored, TrustedKeys.from_keyring(keyring()), roots=(), prefix="p/")
+    found = {(f.kind, f.key, f.version_id) for f in report.findings}
+    assert {("noncanonical", "p/seals/00000000000000000003.json", "v3"),
+            ("malformed", "p/seals/00000000000000000005.json", "v5"),
+            ("misplaced", "p/seals/00000000000000000008.json", "v8")} <= found
+    assert not report.ok and report.to_json()["findings"]
