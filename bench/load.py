@@ -42,7 +42,6 @@ import platform
 import random
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -58,14 +57,15 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+from bench.verify_log import stop  # SIGTERM, then SIGKILL after 60 s
 from notary.devstack import PRODUCER, DevStack, free_port
+from notary.entry import encode_entries
 from notary.store import LogStore
 
 BATCH = 1000  # digests in one batched request (the issue's figure)
 MAX_AGE = 1.0  # seconds: batch.max_age of the daemon under test
 MAX_ENTRIES = 10_000  # batch.max_entries: the configuration's default
 START_TIMEOUT = 120.0  # seconds for the daemon to answer /healthz (a 10M log seals first)
-STOP_TIMEOUT = 60.0  # seconds between SIGTERM and SIGKILL
 POLL = 0.025  # seconds between proof polls while waiting for an anchored seal
 MAX_OUTSTANDING = 512  # open loop: requests in flight before the generator counts one as missed
 ANCHOR_TIMEOUT = 30.0  # seconds a sampled entry may take to be anchored before it counts as missed
@@ -409,13 +409,8 @@ class Daemon:
 
     def stop(self) -> None:
         self._sampling.clear()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop(self.process)
 
 
 @contextlib.contextmanager
@@ -466,11 +461,9 @@ async def measured(server: psutil.Process, work) -> Run:
 
 
 def v1_entries(n: int, source: str = PRODUCER) -> list[bytes]:
-    """``n`` v1 entries (0x01 || digest || len(source) || source) of random digests."""
-    raw = source.encode()
-    tail = bytes([len(raw)]) + raw
+    """``n`` v1 entries of random digests, encoded as ingest encodes them."""
     data = os.urandom(32 * n)
-    return [b"\x01" + data[i : i + 32] + tail for i in range(0, 32 * n, 32)]
+    return encode_entries([data[i : i + 32] for i in range(0, 32 * n, 32)], source)
 
 
 def store_baseline(scratch: Path, total: int, batch: int) -> tuple[float, float]:
@@ -540,12 +533,7 @@ def echo_process() -> Iterator[tuple[str, psutil.Process]]:
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", psutil.Process(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 async def echo_runs(url: str, server: psutil.Process, plan: Plan) -> tuple[Run, Run]:
