@@ -8,8 +8,9 @@ PY     := $(VENV)/bin/python
 # Debian packages the suite and the dev stack use: SoftHSM2 (the HSM), OpenSSL
 # (the local TSA and `openssl ts -verify`), sqlite3 (store inspection), and the
 # venv module for distributions that split it out; opensc-pkcs11 for
-# pkcs11-spy, which the hsm tests use to count PKCS#11 calls (one C_Login).
-DEB_PACKAGES := softhsm2 openssl sqlite3 ca-certificates python3-venv opensc-pkcs11
+# pkcs11-spy, which the hsm tests use to count PKCS#11 calls (one C_Login);
+# chromium (headless) and a font to render the evidence pack's HTML report.
+DEB_PACKAGES := softhsm2 openssl sqlite3 ca-certificates python3-venv opensc-pkcs11 chromium fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "notary.cli_keys",
     "notary.cli_devtsa",
     "notary.cli_forensics",
+    "notary.cli_evidence",
 )
 
 

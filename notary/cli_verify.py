@@ -86,8 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=AUDIT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _trust_options(p)
     _s3_options(p)
-    p.add_argument("--min-retention-days", type=int, metavar="N",
-                   help="require each seal locked until at least N days after its timestamp")
+    retention_option(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_audit)
 
@@ -107,6 +106,18 @@ def _s3_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="the log's prefix in the bucket (default: none)")
     p.add_argument("--endpoint-url", help="S3 endpoint, for S3-compatible stores (default: AWS)")
     p.add_argument("--region", help="S3 region (default: boto3's configuration)")
+
+
+def retention_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-retention-days", type=int, metavar="N",
+                   help="require each seal locked until at least N days after its timestamp")
+
+
+def retention(args: argparse.Namespace) -> datetime.timedelta | None:
+    """--min-retention-days as a duration (None: any COMPLIANCE lock will do)."""
+    if args.min_retention_days is not None and args.min_retention_days < 0:
+        raise CommandError(f"--min-retention-days is {args.min_retention_days}, expected 0 or more", EXIT_USAGE)
+    return None if args.min_retention_days is None else datetime.timedelta(days=args.min_retention_days)
 
 
 def _read(path: Path) -> bytes:
@@ -217,10 +228,7 @@ def _audit(args: argparse.Namespace) -> int:
     dev = _dev_info(args)
     trust = _trust(args, dev)
     roots = _roots(args, dev, required=True)
-    if args.min_retention_days is not None and args.min_retention_days < 0:
-        raise CommandError(f"--min-retention-days is {args.min_retention_days}, expected 0 or more", EXIT_USAGE)
-    retention = None if args.min_retention_days is None else datetime.timedelta(days=args.min_retention_days)
-    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention))
+    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention(args)))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
