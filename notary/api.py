@@ -28,7 +28,7 @@ from aiohttp import web
 
 from notary.checkpoint import parse_signed_checkpoint
 from notary import rangeproof
-from notary.entry import Entry, check_source, parse_digest_hex
+from notary.entry import Entry, check_source, encode_entries, parse_digest_hex
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
 from notary.sequencer import Overloaded
@@ -110,7 +110,7 @@ def build_app(notary: Notary) -> web.Application:
             if reason is not None:
                 notary.metrics.inc("notary_ingest_rejected_total", reason=reason)
             return _error(status, message)
-        entries = [Entry(d, source).encode() for d in digests]
+        entries = encode_entries(digests, source)
         try:
             first = await notary.submit(entries)
         except Overloaded as exc:

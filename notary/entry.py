@@ -10,6 +10,7 @@ verdicts print them for people.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from notary.errors import FormatError
@@ -17,7 +18,7 @@ from notary.errors import FormatError
 ENTRY_V1 = 0x01
 DIGEST_SIZE = 32
 MAX_SOURCE_BYTES = 255
-_HEX = frozenset("0123456789abcdefABCDEF")
+_V1 = bytes([ENTRY_V1])
 
 
 def check_source(source: str) -> bytes:
@@ -45,8 +46,23 @@ class Entry:
         check_source(self.source)
 
     def encode(self) -> bytes:
-        raw = self.source.encode("utf-8")
-        return bytes([ENTRY_V1]) + self.digest + bytes([len(raw)]) + raw
+        return encode_entries([self.digest], self.source)[0]
+
+
+def encode_entries(digests: Iterable[bytes], source: str) -> list[bytes]:
+    """The v1 entries of ``digests``, all from ``source``.
+
+    Ingest encodes a whole submission at once: the source is checked and
+    encoded once, not once a digest (the hot path of the daemon).
+    """
+    raw = check_source(source)
+    tail = bytes([len(raw)]) + raw
+    entries = []
+    for digest in digests:
+        if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+            raise FormatError(f"digest must be {DIGEST_SIZE} bytes")
+        entries.append(_V1 + digest + tail)
+    return entries
 
 
 def parse_entry(data: bytes) -> Entry:
@@ -68,7 +84,13 @@ def parse_entry(data: bytes) -> Entry:
 
 def parse_digest_hex(text: str) -> bytes:
     """A SHA-256 digest written as 64 hex digits (either case)."""
-    if len(text) != 2 * DIGEST_SIZE or not _HEX.issuperset(text):
+    # bytes.fromhex also skips ASCII whitespace between pairs; of a text of
+    # 64 characters it makes 32 bytes only if all 64 are hex digits.
+    try:
+        digest = bytes.fromhex(text) if len(text) == 2 * DIGEST_SIZE else b""
+    except ValueError:
+        digest = b""
+    if len(digest) != DIGEST_SIZE:
         shown = text if len(text) <= 80 else text[:77] + "..."
         raise FormatError(f"digest {shown!r} is not 64 hex digits")
-    return bytes.fromhex(text)
+    return digest

@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from notary.entry import Entry, parse_digest_hex
+from notary.entry import encode_entries, parse_digest_hex
 from notary.errors import FormatError
 from notary.sequencer import Overloaded
 
@@ -71,16 +71,17 @@ async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.
 
 
 async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
-    entries: list[bytes] = []
-    slots: list[int | str] = []  # per line: position in entries, or an error text
+    digests: list[bytes] = []
+    slots: list[int | str] = []  # per line: position in digests, or an error text
     for line in lines:
         try:
             digest = parse_digest_hex(line.strip().decode("ascii"))
         except (FormatError, UnicodeDecodeError) as exc:
             slots.append(f"error: {exc}")
             continue
-        slots.append(len(entries))
-        entries.append(Entry(digest, source).encode())
+        slots.append(len(digests))
+        digests.append(digest)
+    entries = encode_entries(digests, source)
     first = 0
     if entries:
         try:

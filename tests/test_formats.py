@@ -18,7 +18,7 @@ from tlog_scales.signing import Vkey
 
 from notary import merkle
 from notary.checkpoint import Checkpoint, parse_checkpoint_text, parse_signed_checkpoint, sign_checkpoint, verify_signed_checkpoint
-from notary.entry import Entry, parse_digest_hex, parse_entry
+from notary.entry import Entry, encode_entries, parse_digest_hex, parse_entry
 from notary.errors import FormatError, VerificationError
 from notary.note import Note, parse_note, parse_verifier_key, verify_note
 from notary.tlogproof import TlogProof, parse_tlog_proof, verify_tlog_proof
@@ -44,6 +44,18 @@ def test_entry_vectors_round_trip(vec):
     assert hashlib.sha256(b"\x00" + entry.encode()).hexdigest() == vec["leaf_hash_hex"]
 
 
+def test_batch_encoding_is_the_vectors_encoding():
+    """Ingest encodes a submission with encode_entries: byte for byte the vectors' entries."""
+    for source in {v["source"] for v in V["entries"]}:
+        vecs = [v for v in V["entries"] if v["source"] == source]
+        encoded = encode_entries([bytes.fromhex(v["digest_hex"]) for v in vecs], source)
+        assert [e.hex() for e in encoded] == [v["encoded_hex"] for v in vecs]
+    with pytest.raises(FormatError, match="digest must be 32 bytes"):
+        encode_entries([b"\x00" * 32, b"\x00" * 31], "a")
+    with pytest.raises(FormatError, match="control character"):
+        encode_entries([b"\x00" * 32], "a\nb")
+
+
 @pytest.mark.parametrize(
     "data,message",
     [
@@ -66,7 +78,8 @@ def test_source_limit_is_255_bytes():
         Entry(b"\x00" * 32, "é" * 128)
 
 
-@pytest.mark.parametrize("text", ["", "00" * 31, "00" * 33, "g" * 64, " " + "0" * 63, "０" * 64])
+@pytest.mark.parametrize("text", ["", "00" * 31, "00" * 33, "g" * 64, " " + "0" * 63, "０" * 64,
+                                  "00" * 31 + "  ", "00 " * 21 + "0", "00" * 31 + "\n\t"])
 def test_malformed_digest_hex_is_refused(text):
     with pytest.raises(FormatError, match="is not 64 hex digits"):
         parse_digest_hex(text)
