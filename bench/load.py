@@ -49,7 +49,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +56,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from bench.verify_log import stop  # SIGTERM, then SIGKILL after 60 s
-from notary.devstack import PRODUCER, DevStack, free_port
+from notary.devstack import PRODUCER, DevStack, free_port, stop_process, wait_answering
 from notary.entry import encode_entries
 from notary.store import LogStore
 
@@ -365,32 +363,13 @@ class Daemon:
         self._sampling = threading.Event()
 
     def start(self) -> Daemon:
-        log = open(self.log_path, "ab")
         profiler = [] if self.profile is None else ["-m", "cProfile", "-o", str(self.profile)]
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, *profiler, "-m", "notary.cli", "run", "-c", str(self.config_path)],
-                env=self.stack.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
+        self.process = self.stack.start_daemon(self.config_path, self.log_path, python_args=profiler)
         self.ps = psutil.Process(self.process.pid)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._healthy():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited at start; see {self.log_path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon did not answer /healthz within {START_TIMEOUT:g} s")
-            time.sleep(0.2)
+        wait_answering(self.url, self.process, self.log_path, START_TIMEOUT, healthy=True)
         self._sampling.set()
         threading.Thread(target=self._sample, daemon=True).start()
         return self
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
 
     def _sample(self) -> None:
         while self._sampling.is_set():
@@ -410,7 +389,7 @@ class Daemon:
     def stop(self) -> None:
         self._sampling.clear()
         if self.process is not None:
-            stop(self.process)
+            stop_process(self.process, 60)
 
 
 @contextlib.contextmanager
@@ -533,7 +512,7 @@ def echo_process() -> Iterator[tuple[str, psutil.Process]]:
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", psutil.Process(proc.pid)
     finally:
-        stop(proc)
+        stop_process(proc, 60)
 
 
 async def echo_runs(url: str, server: psutil.Process, plan: Plan) -> tuple[Run, Run]:

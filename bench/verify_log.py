@@ -27,18 +27,16 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from bench.timing import clock, timed
 from notary.client import ClientError, HttpClient, line_digests
-from notary.devstack import DevStack, free_port
+from notary.devstack import DevStack, free_port, stop_process, wait_answering
 
 SUBMIT_BATCH = 10_000
 
@@ -63,21 +61,6 @@ def run(cmd: list[str], expect: int) -> str:
     if proc.returncode != expect:
         raise SystemExit(f"{' '.join(cmd[2:4])} exited {proc.returncode}, expected {expect}:\n{proc.stdout}{proc.stderr}")
     return proc.stdout
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"daemon exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("daemon not ready")
 
 
 def wait_anchored(client: HttpClient, size: int, timeout: float = 600) -> None:
@@ -106,11 +89,8 @@ def main() -> int:
             config = stack.write_config("bench", http=("127.0.0.1", port), max_entries=100_000, max_age=1.0,
                                         limits={"max_pending_entries": 1_000_000})
             url = f"http://127.0.0.1:{port}"
-            log = open(base / "daemon.log", "ab")
-            proc = subprocess.Popen([sys.executable, "-m", "notary.cli", "run", "-c", str(config)],
-                                    env=stack.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            log.close()
-            wait_ready(url, proc)
+            proc = stack.start_daemon(config, base / "daemon.log")
+            wait_answering(url, proc, base / "daemon.log")
             info = base / "dev.json"
             info.write_text(json.dumps(stack.dev_info(url)))
 
@@ -149,7 +129,7 @@ def main() -> int:
                                                "--url", url, "-o", str(bundle)], 0)
             bundle_s, _ = timed(run, verify + ["--bundle", str(bundle), str(path)], 0)
             bundle_mb = bundle.stat().st_size / 1e6
-            stop(proc)
+            stop_process(proc, 60)
 
         n = args.lines
         med = statistics.median
@@ -167,18 +147,8 @@ def main() -> int:
         return 0
     finally:
         if proc is not None:
-            stop(proc)
+            stop_process(proc, 60)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 if __name__ == "__main__":

@@ -11,17 +11,14 @@ import argparse
 import json
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from notary.config import token_hash
-from notary.devstack import DevStack, DevStackError, free_port, stop_process, write_secret
+from notary.devstack import DevStack, DevStackError, free_port, stop_process, wait_answering, write_secret
 
 READY_TIMEOUT = 60  # seconds: SoftHSM2 login and the S3 bucket check come before the HTTP listener
 STOP_TIMEOUT = 60  # seconds: SIGTERM seals and anchors what is sequenced before the daemon exits
@@ -89,32 +86,12 @@ class ExampleStack:
         url = f"http://127.0.0.1:{port}"
         dev_json = self.base / f"{name}.dev.json"
         write_secret(dev_json, json.dumps(self.dev.dev_info(url), indent=2) + "\n")
-        log = open(self.base / f"{name}.log", "ab")
-        try:
-            process = subprocess.Popen([sys.executable, "-m", "notary.cli", "run", "-c", str(config)],
-                                       env=self.dev.env(), stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
+        log = self.base / f"{name}.log"
+        process = self.dev.start_daemon(config, log)
         notary = Notary(name, url, tokens, token_files, dev_json, process)
         self.notaries.append(notary)
-        _wait_ready(notary, self.base / f"{name}.log")
+        wait_answering(url, process, log, READY_TIMEOUT)
         return notary
-
-
-def _wait_ready(notary: Notary, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if notary.process.poll() is not None:
-            raise DevStackError(f"notary {notary.name} exited with status {notary.process.returncode}; see {log}")
-        try:
-            urllib.request.urlopen(notary.url + "/healthz", timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # answering, if not healthy yet (no seal anchored)
-        except OSError:
-            time.sleep(0.05)
-    raise DevStackError(f"notary {notary.name} did not answer within {READY_TIMEOUT} s; see {log}")
 
 
 def wait_anchored(client, index: int, timeout: float = 60) -> None:

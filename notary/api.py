@@ -17,22 +17,18 @@ Auditors (no token):
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
-import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from notary.checkpoint import parse_signed_checkpoint
 from notary import rangeproof
 from notary.entry import Entry, check_source, encode_entries, parse_digest_hex
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
 from notary.sequencer import Overloaded
-from notary.tlogproof import TlogProof
 
 if TYPE_CHECKING:
     from notary.daemon import Notary

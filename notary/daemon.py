@@ -12,10 +12,8 @@ and the sources.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Sequence

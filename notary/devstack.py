@@ -20,6 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +63,29 @@ def stop_process(process: subprocess.Popen, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def wait_answering(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 60, *,
+                   healthy: bool = False) -> None:
+    """Wait until the daemon at ``url`` answers ``/healthz`` (with 200 if ``healthy``).
+
+    Raises ``DevStackError`` naming its log if the process exits or time runs out.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise DevStackError(f"the daemon exited with status {process.returncode} at start; see {log_path}")
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            if not healthy:
+                return  # answering, if not healthy yet (no seal anchored)
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise DevStackError(f"the daemon did not answer {url}/healthz within {timeout:g} s; see {log_path}")
+        time.sleep(0.05)
 
 
 def write_secret(path: Path, text: str) -> None:
@@ -228,6 +254,17 @@ token_sha256 = "{token_hash(self.token).hex()}"
 uid = {os.getuid()}
 """)
         return path
+
+    def start_daemon(self, config: Path, log_path: Path, *, python_args: Sequence[str] = (),
+                     env: dict[str, str] | None = None) -> subprocess.Popen:
+        """``notary run -c config`` as a child of this stack, its output appended to ``log_path``."""
+        log = open(log_path, "ab")
+        try:
+            return subprocess.Popen(
+                [sys.executable, *python_args, "-m", "notary.cli", "run", "-c", str(config)],
+                env=self.env() | (env or {}), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
 
     def dev_info(self, url: str) -> dict:
         """What dev.json holds: enough to submit, prove and verify against this stack."""

@@ -20,7 +20,7 @@ from notary import merkle
 from notary.checkpoint import Checkpoint, parse_checkpoint_text, parse_signed_checkpoint, sign_checkpoint, verify_signed_checkpoint
 from notary.entry import Entry, encode_entries, parse_digest_hex, parse_entry
 from notary.errors import FormatError, VerificationError
-from notary.note import Note, parse_note, parse_verifier_key, verify_note
+from notary.note import parse_note, parse_verifier_key, verify_note
 from notary.tlogproof import TlogProof, parse_tlog_proof, verify_tlog_proof
 from tests.support import SoftwareSigner, examples
 from tests.vectors.generate import ECDSA_SCALAR, ED25519_SEED

@@ -4,19 +4,16 @@ stop, kill -9 and restart."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from notary.client import HttpClient
-from notary.devstack import DevStack, free_port
+from notary.devstack import DevStack, DevStackError, free_port, wait_answering
 from notary.note import parse_verifier_key
 
 
@@ -53,30 +50,16 @@ class Daemon:
         return [parse_verifier_key(k) for k in self.stack.dev_info(self.url)["vkeys"]]
 
     def start(self, wait: bool = True, **env: str) -> Daemon:
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "notary.cli", "run", "-c", str(self.config_path)],
-                env=self.stack.env() | env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
+        self.process = self.stack.start_daemon(self.config_path, self.log_path, env=env)
         if wait:
             self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=1).close()
-                return
-            except urllib.error.HTTPError:
-                return  # answering, if unhealthy
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"daemon not ready in {timeout}s:\n{self.log_tail()}")
+        try:
+            wait_answering(self.url, self.process, self.log_path, timeout)
+        except DevStackError as exc:
+            raise AssertionError(f"{exc}:\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

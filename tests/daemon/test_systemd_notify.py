@@ -78,7 +78,6 @@ def test_key_rotation_through_sighup(daemon_factory, stack):
 
     from notary.checkpoint import verify_signed_checkpoint
     from notary.entry import parse_entry
-    from notary.note import parse_verifier_key
     from notary.tlogproof import parse_tlog_proof
 
     d = daemon_factory("rot", max_age=0.2).start()
