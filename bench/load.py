@@ -156,9 +156,10 @@ class Ingest:
     async def close(self) -> None:
         await self.session.close()
 
-    async def post(self, n: int, run: Run) -> int | None:
-        """Submit ``n`` digests; the index of the last when acknowledged, else None (counted in ``run``)."""
-        async with self.session.post(f"{self.url}/v1/entries", data=entries_body(n), headers=self.headers) as resp:
+    async def post(self, n: int, run: Run, body: bytes | None = None) -> int | None:
+        """Submit ``n`` digests (``body``, else fresh ones); the index of the last when acknowledged, else None."""
+        body = entries_body(n) if body is None else body
+        async with self.session.post(f"{self.url}/v1/entries", data=body, headers=self.headers) as resp:
             body = await resp.read()
             if resp.status != 200:
                 run.refused[resp.status] = run.refused.get(resp.status, 0) + 1
@@ -198,8 +199,8 @@ class Ingest:
         start = loop.time() + 0.05
         in_flight: set[asyncio.Task] = set()
 
-        async def one(number: int, scheduled: float) -> None:
-            last = await self.post(batch, run)
+        async def one(scheduled: float, body: bytes) -> None:
+            last = await self.post(batch, run, body)
             now = loop.time()
             if last is not None:
                 run.latencies.append(now - scheduled)
@@ -208,13 +209,17 @@ class Ingest:
 
         for number in range(int(rate * seconds)):
             scheduled = start + number / rate
+            # A producer has its digests before it submits them: the body is
+            # made ahead of the schedule, so latency counts from the moment
+            # the request is due to leave, not from digest generation.
+            body = entries_body(batch)
             delay = scheduled - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             if len(in_flight) >= MAX_OUTSTANDING:
                 run.missed += 1
                 continue
-            task = asyncio.create_task(one(number, scheduled))
+            task = asyncio.create_task(one(scheduled, body))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         if in_flight:

@@ -15,11 +15,17 @@ Guarantees:
   tile and the shape of every level is checked in O(log n) queries.
 - Tiles that are complete never change, so they are cached (bounded LRU);
   memory does not grow with the log.
+- The digest index that ``find_by_digest`` uses is a derived file of its own
+  (notary/digest_index.py), built after the append by ``index_pending``; a
+  lookup scans the entries the index does not cover yet, so it never misses
+  an appended entry.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
 import os
 import sqlite3
 from collections import OrderedDict
@@ -28,10 +34,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from notary import merkle
+from notary.digest_index import EPOCH_BITS, DigestIndex, digest_prefix, index_path
 from notary.errors import StoreError
 
+log = logging.getLogger("notary")
+
 FORMAT_NAME = "merkle-notary-store"
-FORMAT_VERSION = 1
+# 2: the digest index moved to its own file. A version 1 store (which kept it
+# in a table of its own) is read as it is and upgraded by a writable open.
+FORMAT_VERSION = 2
+_UPGRADABLE_VERSION = "1"
 
 TILE_HEIGHT = 4  # tree levels per tile level (1 <= TILE_HEIGHT, fixed for a store's life)
 TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
@@ -42,33 +54,17 @@ DEFAULT_TILE_CACHE = 4096  # complete tiles kept in memory: 2 MiB
 _CACHED_LEVEL = 2 * TILE_HEIGHT  # subtree hashes this high or higher are memoized
 DEFAULT_NODE_CACHE = 1 << 17  # memoized subtree hashes: about 20 MiB at most
 
-EPOCH_BITS = 16  # entries per digest-index epoch: 65536
-
 _sha256 = hashlib.sha256
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tiles (id INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
 CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
--- Finds v1 entries (0x01 || digest || ...) by digest. Keyed by epoch first so
--- that an append touches only the newest part of the index: a B-tree keyed
--- by digest alone takes random inserts, and every commit would rewrite pages
--- all over it. A lookup probes each epoch once.
-CREATE TABLE digests (
-    epoch INTEGER NOT NULL,   -- idx >> EPOCH_BITS
-    prefix INTEGER NOT NULL,  -- first 8 bytes of the digest, signed big-endian
-    idx INTEGER NOT NULL,
-    PRIMARY KEY (epoch, prefix, idx)
-) WITHOUT ROWID;
 """
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _digest_prefix(digest: bytes) -> int:
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _tile_id(level: int, index: int) -> int:
@@ -87,7 +83,14 @@ class LogStore:
     """An append-only Merkle log in one SQLite file. Not thread-safe: one per thread."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False,
-                 tile_cache: int = DEFAULT_TILE_CACHE, node_cache: int = DEFAULT_NODE_CACHE) -> None:
+                 tile_cache: int = DEFAULT_TILE_CACHE, node_cache: int = DEFAULT_NODE_CACHE,
+                 wal_autocheckpoint: int | None = None) -> None:
+        """Open (or ``create``) the store at ``path``.
+
+        ``wal_autocheckpoint``: pages of write-ahead log after which a commit
+        copies it back into the database itself (SQLite's default is 1000).
+        Beside a ``WalCheckpointer`` that commit finds nearly all of it copied.
+        """
         self.path = Path(path)
         if not self.path.exists() and not create:
             raise StoreError(f"no log store at {self.path}")
@@ -98,6 +101,10 @@ class LogStore:
         self._nodes: dict[tuple[int, int], bytes] = {}  # insertion-ordered: evicts the oldest
         self._node_limit = node_cache
         self._head: tuple[int, bytes] | None = None
+        self._readonly = readonly
+        self._index: DigestIndex | None = None
+        self._index_trusted: tuple[int, bytes] = (0, b"")  # the last index state checked against this log
+        self._index_rejected: tuple[int, bytes] | None = None  # the last one found not to belong to it
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -110,6 +117,10 @@ class LogStore:
             self._setup(create, readonly)
             self._size = self._read_size()
             self._check_shape(self._size)
+            if self._version == _UPGRADABLE_VERSION and not readonly:
+                self._upgrade()
+            if wal_autocheckpoint is not None and not readonly:
+                self._db.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreError(f"log store {self.path} is unreadable: {exc}") from None
@@ -146,12 +157,22 @@ class LogStore:
             raise StoreError(f"{self.path} is not a merkle-notary log store (no meta table)") from None
         if meta.get("format") != FORMAT_NAME:
             raise StoreError(f"{self.path} is not a merkle-notary log store (format {meta.get('format')!r})")
-        if meta.get("version") != str(FORMAT_VERSION):
+        self._version = meta.get("version")
+        if self._version not in (str(FORMAT_VERSION), _UPGRADABLE_VERSION):
             raise StoreError(
                 f"log store {self.path} has format version {meta.get('version')}, this software reads version {FORMAT_VERSION}"
             )
         if meta.get("tile_height") != str(TILE_HEIGHT):
             raise StoreError(f"log store {self.path} has tile height {meta.get('tile_height')}, expected {TILE_HEIGHT}")
+
+    def _upgrade(self) -> None:
+        """Version 1 -> 2: the digest index table gives way to the index file (rebuilt from the entries)."""
+        with self._transaction():
+            self._db.execute("DROP TABLE IF EXISTS digests")
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(FORMAT_VERSION),))
+        self._version = str(FORMAT_VERSION)
+        log.info("log store %s upgraded to format version %d; its digest index is rebuilt in %s",
+                 self.path, FORMAT_VERSION, index_path(self.path))
 
     def _last_tile(self, level: int) -> tuple[int, int] | None:
         """(index, byte length) of the last tile of a tile level, or None."""
@@ -296,20 +317,89 @@ class LogStore:
         return dict(rows)
 
     def find_by_digest(self, digest: bytes) -> list[int]:
-        """Indices of the v1 entries (0x01 || digest || ...) that hold ``digest``, in log order."""
-        if self._size == 0:
+        """Indices of the v1 entries (0x01 || digest || ...) that hold ``digest``, in log order.
+
+        The digest index answers for the leaves it covers; the entries past
+        it (appended, not indexed yet) are scanned. Every answer is checked
+        against the entry itself.
+        """
+        size = self._size
+        if size == 0:
             return []
-        rows = self._db.execute(
-            """
-            WITH RECURSIVE epochs(e) AS (SELECT 0 UNION ALL SELECT e + 1 FROM epochs WHERE e < ?)
-            SELECT d.idx, x.entry FROM epochs
-            JOIN digests d ON d.epoch = epochs.e AND d.prefix = ?
-            JOIN entries x ON x.idx = d.idx
-            WHERE d.idx < ? ORDER BY d.idx
-            """,
-            ((self._size - 1) >> EPOCH_BITS, _digest_prefix(digest), self._size),
-        )
-        return [idx for idx, entry in rows if entry[1:33] == digest]
+        covered = self._trusted_index_size()
+        found: list[int] = []
+        if covered:
+            candidates = self._digest_index(writable=False).candidates(digest, covered)
+            if candidates:
+                marks = ",".join("?" * len(candidates))
+                rows = self._db.execute(f"SELECT idx, entry FROM entries WHERE idx IN ({marks}) ORDER BY idx",
+                                        candidates)
+                found = [idx for idx, entry in rows if entry[:1] == b"\x01" and entry[1:33] == digest]
+        if covered < size:
+            rows = self._db.execute(
+                "SELECT idx FROM entries WHERE idx >= ? AND idx < ? AND substr(entry, 1, 33) = ? ORDER BY idx",
+                (covered, size, b"\x01" + digest))
+            found.extend(idx for (idx,) in rows)
+        return found
+
+    @property
+    def index_path(self) -> Path:
+        return index_path(self.path)
+
+    def _digest_index(self, *, writable: bool) -> DigestIndex | None:
+        """The index file, opened on first use; None when there is none to read (yet)."""
+        if self._index is not None and (self._index.writable or not writable):
+            return self._index
+        if not writable and not self.index_path.exists():
+            return None
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._index = DigestIndex(self.index_path, writable=writable)
+        return self._index
+
+    def _trusted_index_size(self) -> int:
+        """How many leaves of this log the digest index covers, 0 if it has none or belongs to another log."""
+        index = self._digest_index(writable=False)
+        if index is None:
+            return 0
+        state = index.state()
+        covered, root = state
+        if covered == 0 or state == self._index_trusted:
+            return covered
+        if covered > self._size or self.tree_hash(covered) != root:
+            if state != self._index_rejected:
+                log.warning("digest index %s covers %d leaves with root %s, which is not this log (%d leaves): "
+                            "not used; the next indexing rebuilds it", self.index_path, covered, root.hex(), self._size)
+                self._index_rejected = state
+            return 0
+        self._index_trusted = state
+        return covered
+
+    @property
+    def indexed(self) -> int:
+        """Leaves the digest index covers (lookups scan the entries past it)."""
+        return self._trusted_index_size()
+
+    def index_pending(self, limit: int | None = None) -> int:
+        """Index up to ``limit`` (default: all) leaves past the digest index; return how many.
+
+        Creates the index file if there is none and rebuilds one that does
+        not belong to this log. Needs no write access to the log itself: the
+        daemon runs it on a read-only store of its own, beside the writer.
+        """
+        index = self._digest_index(writable=True)
+        start = self._trusted_index_size()
+        if start == 0 and index.state()[0] != 0:
+            index.reset()
+            self._index_trusted = (0, b"")
+        end = self._size if limit is None else min(self._size, start + max(0, limit))
+        if end <= start:
+            return 0
+        root = self.tree_hash(end)
+        index.add(self.path, start, end, root)
+        self._index_trusted = (end, root)
+        return end - start
 
     # -- appending ----------------------------------------------------------
 
@@ -350,11 +440,6 @@ class LogStore:
                         "INSERT INTO entries (idx, entry) VALUES (?, ?)",
                         zip(range(start, start + len(entries)), entries),
                     )
-                    self._db.executemany(
-                        "INSERT INTO digests (epoch, prefix, idx) VALUES (?, ?, ?)",
-                        [(i >> EPOCH_BITS, _digest_prefix(e[1:9]), i)
-                         for i, e in enumerate(entries, start) if len(e) >= 33 and e[0] == 1],
-                    )
                 self._db.executemany("INSERT OR REPLACE INTO tiles (id, hashes) VALUES (?, ?)",
                                      self._tile_rows(start, leaves))
         except sqlite3.Error as exc:
@@ -388,7 +473,8 @@ class LogStore:
         Opening checks only the shape, and a daemon start checks the root
         against the last signed checkpoint; this finds what neither can: an
         entry whose stored leaf hash no longer matches it, or a stored node
-        that is not the hash of its children. O(n) time, constant memory.
+        that is not the hash of its children, or a digest index that misses
+        or misplaces an entry. O(n) time, constant memory.
         Returns the number of leaves checked.
         """
         size = self._size
@@ -412,7 +498,25 @@ class LogStore:
                         f"[{node << (TILE_HEIGHT * (level + 1))}, {(node + 1) << (TILE_HEIGHT * (level + 1))}) "
                         f"at tree level {TILE_HEIGHT * (level + 1)} is not the hash of its children")
             level += 1
+        self._verify_index()
         return size
+
+    def _verify_index(self) -> None:
+        """The digest index must hold exactly the v1 entries below its boundary, each under its digest."""
+        covered = self._trusted_index_size()
+        if not covered:
+            return
+        index = self._digest_index(writable=False)
+        for epoch in range(((covered - 1) >> EPOCH_BITS) + 1):
+            first, end = epoch << EPOCH_BITS, min(covered, (epoch + 1) << EPOCH_BITS)
+            rows = self._db.execute("SELECT idx, entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end))
+            want = [(i, digest_prefix(e[1:9])) for i, e in rows if len(e) >= 33 and e[0] == 1]
+            got = [row for row in index.rows(epoch) if row[0] < end]
+            if got != want:
+                wrong = next((w, g) for w, g in itertools.zip_longest(want, got) if w != g)
+                raise StoreError(
+                    f"digest index {self.index_path} is damaged: it should index {wrong[0]} and has {wrong[1]} "
+                    "(entry, digest prefix) there. It is derived from the log: move it aside and it is rebuilt")
 
     def _level_hashes(self, level: int) -> Iterator[bytes]:
         """Every hash of a tile level, in order, streamed."""
@@ -424,6 +528,8 @@ class LogStore:
                 yield data[i : i + merkle.HASH_SIZE]
 
     def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
         self._db.close()
 
     def __enter__(self) -> LogStore:
@@ -431,3 +537,34 @@ class LogStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WalCheckpointer:
+    """Copies a store's write-ahead log back into the database, from a connection of its own.
+
+    Left to SQLite, the commit that takes the WAL past ``wal_autocheckpoint``
+    pages does the copy (and its fsync) itself, and every acknowledgement
+    waiting on that commit pays for it. A PASSIVE checkpoint takes no write
+    lock: commits go on while it copies. It rarely finishes between two
+    commits under load, so only the writer's own automatic checkpoint lets the
+    WAL start over; that one then finds nearly everything copied already.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open log store {self.path} to checkpoint it: {exc}") from None
+
+    def checkpoint(self) -> tuple[int, int]:
+        """(frames in the WAL, frames copied into the database)."""
+        try:
+            _busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"checkpointing log store {self.path} failed: {exc}") from None
+        return frames, copied
+
+    def close(self) -> None:
+        self._db.close()

@@ -217,7 +217,7 @@ def test_requests_outside_the_log_are_clear_errors(tmp_path, call):
 def test_find_by_digest_across_epochs(tmp_path):
     """Lookups see every entry holding a digest, in log order, whichever epoch of the index it is in."""
     from notary.entry import Entry
-    from notary.store import EPOCH_BITS
+    from notary.digest_index import EPOCH_BITS
 
     target = bytes.fromhex("42" * 32)
     twin = bytes.fromhex("42" * 8 + "00" * 24)  # same 8-byte prefix, another digest
