@@ -379,11 +379,12 @@ class Daemon:
     def _sample(self) -> None:
         while self._sampling.is_set():
             with contextlib.suppress(psutil.Error):
-                self.peak_rss = max(self.peak_rss, self.ps.memory_info().rss)
+                self.peak_rss = max(self.peak_rss, self.rss())
             time.sleep(0.1)
 
     def rss(self) -> int:
-        return self.ps.memory_info().rss
+        """Resident memory of the daemon and its processes (the store writer, multiprocessing's tracker)."""
+        return sum(p.memory_info().rss for p in family(self.ps))
 
     async def metrics(self) -> dict[str, float]:
         async with aiohttp.ClientSession() as s, s.get(f"{self.url}/metrics") as resp:
@@ -406,17 +407,32 @@ def running(stack: DevStack, name: str, profile: Path | None = None) -> Iterator
         daemon.stop()
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    t = process.cpu_times()
-    return t.user + t.system
+def family(process: psutil.Process) -> list[psutil.Process]:
+    """``process`` and its descendants: the daemon's figures include its store writer process."""
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return [process]
+
+
+def cpu_seconds(process: psutil.Process, descendants: bool = True) -> float:
+    """CPU seconds of ``process`` and (unless told not to) its living descendants."""
+    total = 0.0
+    for p in family(process) if descendants else [process]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def run_queue_seconds(process: psutil.Process) -> float:
-    """Seconds the process's threads have waited on a run queue (Linux schedstat): CPU the machine did not give."""
+    """Seconds the threads of ``process`` and its descendants waited on a run queue (Linux schedstat)."""
     total = 0
-    for task in Path(f"/proc/{process.pid}/task").iterdir():
+    for p in family(process):
         with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[1])
+            for task in Path(f"/proc/{p.pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    total += int((task / "schedstat").read_text().split()[1])
     return total / 1e9
 
 
@@ -431,13 +447,14 @@ async def on_daemon(daemon: Daemon, work) -> Run:
 async def measured(server: psutil.Process, work) -> Run:
     """Run ``work`` (a coroutine giving a Run) and note the CPU the server and this process spent on it."""
     me = psutil.Process()
-    d0, c0, w0, t0 = cpu_seconds(server), cpu_seconds(me), run_queue_seconds(server), time.perf_counter()
+    # The load generator is the daemon's ancestor (it started the dev stack): its own CPU only.
+    d0, c0, w0, t0 = cpu_seconds(server), cpu_seconds(me, False), run_queue_seconds(server), time.perf_counter()
     run = await work
     wall = time.perf_counter() - t0
     run.daemon_waited = (run_queue_seconds(server) - w0) / wall
     run.daemon_cpu_seconds = cpu_seconds(server) - d0
     run.daemon_cpu = run.daemon_cpu_seconds / wall
-    run.client_cpu = (cpu_seconds(me) - c0) / wall
+    run.client_cpu = (cpu_seconds(me, False) - c0) / wall
     return run
 
 

@@ -230,10 +230,12 @@ def build_app(notary: Notary) -> web.Application:
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:
+        await notary.writer.refresh_status()
         return web.Response(text=notary.metrics_text(), content_type="text/plain", charset="utf-8")
 
     @routes.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:
+        await notary.writer.refresh_status()
         problems = notary.health_problems()
         if problems:
             return web.json_response({"ok": False, "problems": problems}, status=503)

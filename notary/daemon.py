@@ -31,7 +31,7 @@ from notary.metrics import Metrics
 from notary.note import NoteSigner
 from notary.seals import SealDB
 from notary.sealer import Anchorer, Publisher, Sealer, Timestamper
-from notary.sequencer import DigestIndexer, LogWriter, Overloaded, Sequencer
+from notary.sequencer import LogWriter, Overloaded, Sequencer
 from notary.tlogproof import TlogProof
 from notary.unix_ingest import serve_unix
 
@@ -48,14 +48,8 @@ class Notary:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
         self.writer = LogWriter(config.store_path)
-        try:
-            self.indexer = DigestIndexer(config.store_path)
-        except BaseException:
-            self.writer.close()
-            raise
         self.seals = SealDB(config.seals_path)
         self.sequencer = Sequencer(self.writer, config.limits.max_pending_entries)
-        self.sequencer.on_commit.append(self.indexer.poke)
         self._signers = list(signers)
         self.sealer = Sealer(origin=config.origin, writer=self.writer, sequencer=self.sequencer, seals=self.seals,
                              signers=lambda: self._signers, max_entries=config.max_entries, max_age=config.max_age)
@@ -77,7 +71,6 @@ class Notary:
             asyncio.create_task(self.sequencer.run(), name="sequencer"),
             asyncio.create_task(self.sealer.run(self.stopping), name="sealer"),
             asyncio.create_task(self.anchorer.run(self.draining, lambda: self._drain_deadline), name="anchorer"),
-            asyncio.create_task(self.indexer.run(self.stopping), name="indexer"),
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -90,8 +83,6 @@ class Notary:
         await self.tasks[1]  # the final seal is stored
         self.draining.set()
         await self.tasks[2]
-        await self.tasks[3]
-        self.indexer.close()
         self.writer.close()
         self.seals.close()
 
@@ -162,9 +153,9 @@ class Notary:
                 f"(last error: {self.anchorer.last_error})")
         if self.sealer.last_error is not None:
             problems.append(f"sealing is failing: {self.sealer.last_error}")
-        if self.indexer.last_error is not None:
+        if self.writer.status.index_error is not None:
             problems.append(f"building the digest index is failing (lookups scan the entries it misses): "
-                            f"{self.indexer.last_error}")
+                            f"{self.writer.status.index_error}")
         if self.anchorer.integrity_alarms:
             problems.append(f"{self.anchorer.integrity_alarms} integrity alarms: a different seal object is in S3 "
                             f"at one of our keys (last: {self.anchorer.last_error})")
@@ -182,9 +173,10 @@ class Notary:
         m.set("notary_anchor_failures_total", self.anchorer.failures)
         m.set("notary_seal_failures_total", self.sealer.failures)
         m.set("notary_integrity_alarms_total", self.anchorer.integrity_alarms)
-        m.set("notary_digest_index_lag_entries", max(0, self.sequencer.size - self.indexer.indexed))
-        m.set("notary_digest_index_failures_total", self.indexer.failures)
-        m.set("notary_wal_checkpoint_failures_total", self.writer.checkpoint_failures)
+        status = self.writer.status
+        m.set("notary_digest_index_lag_entries", max(0, self.sequencer.size - status.indexed))
+        m.set("notary_digest_index_failures_total", status.index_failures)
+        m.set("notary_wal_checkpoint_failures_total", status.checkpoint_failures)
         since = self.anchorer.oldest_unanchored_at
         m.set("notary_oldest_unanchored_seal_age_seconds", 0.0 if since is None else time.monotonic() - since)
         return m.render()

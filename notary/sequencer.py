@@ -5,19 +5,16 @@ committed (SQLite WAL, synchronous=FULL): an acknowledged entry survives any
 crash. Submissions that arrive while a commit is in flight wait together and
 share the next one, so many submissions share one fsync.
 
-The store is owned by one thread (``LogWriter``); every store operation, the
-appends and the reads the sealer needs, runs there in order. Two helpers
-work beside it on connections of their own, so that an acknowledgement waits
-for neither: a ``WalCheckpointer`` thread copies the write-ahead log back into
-the database, and the ``DigestIndexer`` builds the digest index (a file of
-its own) behind the commits. Neither holds the log's write lock.
+Appends go to the store's writer process (``LogWriter``, notary/store_process.py),
+which also checkpoints the write-ahead log and builds the digest index beside
+the commits, so that an acknowledgement waits for neither. Reads (the sealer's
+tree heads and proofs, the auditors' answers) run in order on a read thread
+of the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,31 +23,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from notary.errors import NotaryError
-from notary.store import LogStore, WalCheckpointer
-
-log = logging.getLogger("notary")
+from notary.store import LogStore
+from notary.store_process import StoreProcess, WriterGone, WriterStatus
 
 T = TypeVar("T")
 
 # One commit takes at most this many entries, so a burst cannot make one
 # transaction (and the memory it holds) unbounded.
 MAX_COMMIT_ENTRIES = 50_000
-# The checkpointer copies the WAL back this often (at 100k entries/s about
-# 25 commits, 2-3 MB), beside the commits. It cannot start the WAL over while
-# commits keep coming, so the writer's own checkpoint still runs once the WAL
-# reaches WAL_RESTART_PAGES (16 MiB): by then it finds nearly everything
-# copied, pays for one fsync of the database file instead of the whole copy,
-# and the next commit starts the WAL from the beginning.
-CHECKPOINT_INTERVAL = 0.25
-WAL_RESTART_PAGES = 2048
-# Leaves the indexer adds to the digest index in one transaction, and how
-# long it lets entries gather between transactions (each has a fixed cost;
-# lookups scan what it has not reached, about INDEX_INTERVAL's worth).
-INDEX_CHUNK = 20_000
-INDEX_INTERVAL = 0.1
-INDEX_BACKOFF_MAX = 30.0
-
-
 class Overloaded(NotaryError):
     """Too much is waiting to be made durable or anchored: retry later."""
 
@@ -60,103 +40,53 @@ class Overloaded(NotaryError):
 
 
 class LogWriter:
-    """The store on its own thread: all store calls are serialized there."""
+    """The log store: appends in a writer process of its own (notary/store_process.py), reads on a thread here.
 
-    def __init__(self, path: Path, *, create: bool = True):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.store: LogStore = self._executor.submit(
-            lambda: LogStore(path, create=create, wal_autocheckpoint=WAL_RESTART_PAGES)).result()
-        self._checkpointer = WalCheckpointer(path)
-        self._stop = threading.Event()
-        self.checkpoint_failures = 0
-        self._thread = threading.Thread(target=self._checkpoint_loop, name="wal-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _checkpoint_loop(self) -> None:
-        while not self._stop.wait(CHECKPOINT_INTERVAL):
-            try:
-                self._checkpointer.checkpoint()
-            except Exception as exc:  # the writer's own checkpoint keeps the WAL bounded
-                self.checkpoint_failures += 1
-                log.warning("checkpointing the log store's write-ahead log failed: %s", exc)
-
-    async def run(self, fn: Callable[[LogStore], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self.store)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._checkpointer.close()
-        self._executor.submit(self.store.close).result()
-        self._executor.shutdown()
-
-
-class DigestIndexer:
-    """Builds the digest index behind the commits: its own thread, its own read-only store.
-
-    Lookups stay complete whatever its lag (``LogStore.find_by_digest`` scans
-    the entries past the index); the lag only makes them slower, and
-    ``notary_digest_index_lag_entries`` shows it. Opening checks the index
-    file: an unusable one stops the daemon's start with an error naming it.
+    Reads run in order on one thread, on a read-only connection that is
+    brought up to the committed size before each one.
     """
 
-    def __init__(self, path: Path):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="indexer")
-        self.store: LogStore = self._executor.submit(self._open, path).result()
-        self.indexed = self.store.indexed
-        self.failures = 0
-        self.last_error: str | None = None
-        self._wakeup = asyncio.Event()
-
-    @staticmethod
-    def _open(path: Path) -> LogStore:
-        store = LogStore(path, readonly=True)
+    def __init__(self, path: Path, *, create: bool = True):
+        self.path = Path(path)
+        self._process = StoreProcess(self.path, create=create)
+        self._appends = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-append")
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reads")
         try:
-            store.index_pending(0)  # opens (or creates) the index file and checks it belongs to this log
+            self.store: LogStore = self._reads.submit(LogStore, self.path, readonly=True).result()
         except BaseException:
-            store.close()
+            self._process.close()
             raise
-        return store
+        self.committed = self.store.size
 
-    def poke(self, size: int = 0) -> None:
-        self._wakeup.set()
+    @property
+    def status(self) -> WriterStatus:
+        """The writer process's digest index and checkpoint state, as of its last answer."""
+        return self._process.status
 
-    def _step(self) -> int:
-        self.store.refresh()
-        added = self.store.index_pending(INDEX_CHUNK)
-        self.indexed = self.store.indexed
-        return added
+    async def append(self, entries: Sequence[bytes]) -> int:
+        """Append ``entries`` in one transaction; the index of the first once they are durable."""
+        first = await asyncio.get_running_loop().run_in_executor(self._appends, self._process.append, entries)
+        self.committed = max(self.committed, first + len(entries))
+        return first
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Index until ``stopping``; what is left is indexed at the next start."""
-        loop = asyncio.get_running_loop()
-        backoff = 0.5
-        stop = asyncio.ensure_future(stopping.wait())
-        try:
-            while not stopping.is_set():
-                self._wakeup.clear()
-                try:
-                    added = await loop.run_in_executor(self._executor, self._step)
-                    backoff, self.last_error = 0.5, None
-                except Exception as exc:  # lookups scan what is not indexed: log and retry
-                    self.failures += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("building the digest index failed, retrying in %.1fs: %s", backoff, exc)
-                    await asyncio.wait([stop], timeout=backoff)
-                    backoff = min(backoff * 2, INDEX_BACKOFF_MAX)
-                    continue
-                if not added:
-                    wake = asyncio.ensure_future(self._wakeup.wait())
-                    await asyncio.wait([wake, stop], return_when=asyncio.FIRST_COMPLETED)
-                    wake.cancel()
-                elif added < INDEX_CHUNK:
-                    await asyncio.wait([stop], timeout=INDEX_INTERVAL)
-        finally:
-            stop.cancel()
+    async def refresh_status(self) -> WriterStatus:
+        """Ask the writer process how its digest index and checkpoints are doing (in order with the appends)."""
+        return await asyncio.get_running_loop().run_in_executor(self._appends, self._process.refresh_status)
+
+    def _read(self, fn: Callable[[LogStore], T]) -> T:
+        if self.store.size < self.committed:
+            self.store.refresh()
+        return fn(self.store)
+
+    async def run(self, fn: Callable[[LogStore], T]) -> T:
+        """``fn(store)`` on the read thread, with every acknowledged append visible."""
+        return await asyncio.get_running_loop().run_in_executor(self._reads, self._read, fn)
 
     def close(self) -> None:
-        self._executor.submit(self.store.close).result()
-        self._executor.shutdown()
+        self._appends.shutdown()
+        self._process.close()
+        self._reads.submit(self.store.close).result()
+        self._reads.shutdown()
 
 
 class Sequencer:
@@ -212,12 +142,19 @@ class Sequencer:
                 count += len(item[0])
             entries = [e for sub, _ in batch for e in sub]
             try:
-                first = await self._writer.run(lambda store: store.append_entries(entries))
+                first = await self._writer.append(entries)
             except Exception as exc:  # nothing was appended: every waiter learns it
                 self._pending_entries -= count
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
+                if isinstance(exc, WriterGone):  # fatal: the daemon exits and is restarted
+                    self._closed = True
+                    while self._pending:
+                        _, future = self._pending.popleft()
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
                 continue
             self._pending_entries -= count
             self.size = first + len(entries)

@@ -1,0 +1,272 @@
+"""The log store's writer in a process of its own.
+
+The daemon's event loop, its anchoring threads (boto3 is pure Python) and the
+store's writer used to share one GIL: a 1000-entry commit needs about 4 ms of
+CPU, but under load it waited two to four times that for the GIL, and the
+tail of the acknowledgement latency was that wait (docs/PERFORMANCE.md,
+"Acknowledgement latency"). Here the writer, the WAL checkpointer and the
+digest indexer run in a child process; the daemon sends it the entries of a
+group commit and gets back the index of the first once they are durable.
+Reads stay in the daemon, on a read-only connection of their own.
+
+Safety:
+- The child holds an exclusive lock on ``<store>.lock`` for its life, so two
+  writers never share a store: a second daemon on the same data directory,
+  or a restart racing the previous writer's exit, waits for the lock
+  (``LOCK_TIMEOUT``) and then refuses to start, naming the file.
+- It dies with the daemon: SIGKILL when its parent dies (``PR_SET_PDEATHSIG``),
+  and end-of-file on its pipe ends it. SIGTERM and SIGINT are ignored, so that
+  a signal sent to the whole service (systemd, Ctrl-C) leaves the writer to
+  commit what the draining daemon still sends.
+- A commit is one SQLite transaction in either process, so a crash of either
+  keeps exactly the committed appends; the daemon acknowledges nothing the
+  child has not reported committed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import fcntl
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from notary.errors import StoreError
+from notary.store import LogStore, WalCheckpointer
+
+# The checkpointer copies the WAL back this often (at 100k entries/s about
+# 25 commits, 2-3 MB), beside the commits. It cannot start the WAL over while
+# commits keep coming, so the writer's own checkpoint still runs once the WAL
+# reaches WAL_RESTART_PAGES (16 MiB): by then it finds nearly everything
+# copied, pays for one fsync of the database file instead of the whole copy,
+# and the next commit starts the WAL from the beginning.
+CHECKPOINT_INTERVAL = 0.25
+WAL_RESTART_PAGES = 2048
+# Leaves the indexer adds to the digest index in one transaction, and how
+# long it lets entries gather between transactions (each has a fixed cost;
+# lookups scan what it has not reached, about INDEX_INTERVAL's worth).
+INDEX_CHUNK = 20_000
+INDEX_INTERVAL = 0.1
+INDEX_BACKOFF_MAX = 30.0
+LOCK_TIMEOUT = 30.0  # seconds to wait for a previous writer of the same store to exit
+_PR_SET_PDEATHSIG = 1
+
+
+class WriterGone(StoreError):
+    """The writer process ended: nothing more can be appended until the daemon restarts."""
+
+
+def lock_path(store_path: str | Path) -> Path:
+    path = Path(store_path)
+    return path.with_name(path.name + ".lock")
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    """What the writer process reports with every answer."""
+
+    indexed: int = 0  # leaves the digest index covers
+    index_failures: int = 0
+    index_error: str | None = None  # the last indexing failure, None once indexing succeeds again
+    checkpoint_failures: int = 0
+
+
+# -- the child ---------------------------------------------------------------
+
+
+class _Helpers:
+    """The checkpointer and the indexer: threads beside the writer, each on connections of its own."""
+
+    def __init__(self, path: Path):
+        self.indexer = LogStore(path, readonly=True)
+        try:
+            self.indexer.index_pending(0)  # opens (or creates) the index and checks it belongs to this log
+            self.checkpointer = WalCheckpointer(path)
+        except BaseException:
+            self.indexer.close()
+            raise
+        self.indexed = self.indexer.indexed
+        self.index_failures = 0
+        self.index_error: str | None = None
+        self.checkpoint_failures = 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._checkpoint_loop, name="wal-checkpoint", daemon=True),
+                        threading.Thread(target=self._index_loop, name="indexer", daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def status(self) -> WriterStatus:
+        return WriterStatus(self.indexed, self.index_failures, self.index_error, self.checkpoint_failures)
+
+    def _checkpoint_loop(self) -> None:
+        while not self.stop.wait(CHECKPOINT_INTERVAL):
+            try:
+                self.checkpointer.checkpoint()
+            except Exception:  # the writer's own checkpoint keeps the WAL bounded; the count shows it
+                self.checkpoint_failures += 1
+
+    def _index_loop(self) -> None:
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                self.indexer.refresh()
+                added = self.indexer.index_pending(INDEX_CHUNK)
+                self.indexed = self.indexer.indexed
+                self.index_error, backoff = None, 0.5
+            except Exception as exc:  # lookups scan what is not indexed: report and retry
+                self.index_failures += 1
+                self.index_error = f"{type(exc).__name__}: {exc}"
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, INDEX_BACKOFF_MAX)
+                continue
+            if added < INDEX_CHUNK:
+                self.stop.wait(INDEX_INTERVAL)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        self.checkpointer.close()
+        self.indexer.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: end-of-file on the pipe still ends the child
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _lock(path: Path, timeout: float) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StoreError(f"log store lock {path} is held by another writer (another daemon on this data "
+                                 f"directory?) and was not released within {timeout:g}s") from None
+            time.sleep(0.05)
+
+
+def _serve(path_text: str, conn, create: bool, parent: int, lock_timeout: float) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    path = Path(path_text)
+    store = helpers = None
+    try:
+        lock_fd = _lock(lock_path(path), lock_timeout)
+        store = LogStore(path, create=create, wal_autocheckpoint=WAL_RESTART_PAGES)
+        helpers = _Helpers(path)
+    except Exception as exc:
+        conn.send(("error", str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}", None))
+        if store is not None:
+            store.close()
+        return
+    conn.send(("ok", store.size, helpers.status()))
+    try:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            if request[0] == "close":
+                return
+            if request[0] == "append":
+                try:
+                    first = store.append_entries(request[1])
+                except Exception as exc:  # nothing was appended (one transaction)
+                    message = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+                    conn.send(("error", message, helpers.status()))
+                    continue
+                conn.send(("ok", first, helpers.status()))
+            else:  # "status"
+                conn.send(("ok", store.size, helpers.status()))
+    finally:
+        helpers.close()
+        store.close()
+        os.close(lock_fd)
+
+
+# -- the daemon's side ---------------------------------------------------------
+
+
+class StoreProcess:
+    """A handle on the writer process. Blocking calls: use from one thread at a time."""
+
+    def __init__(self, path: Path, *, create: bool = True, lock_timeout: float = LOCK_TIMEOUT):
+        self.path = Path(path)
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(str(self.path), child, create, os.getpid(), lock_timeout),
+                                    name="notary-store-writer")
+        self._process.start()
+        child.close()
+        self._lock = threading.Lock()
+        self.status = WriterStatus()
+        # atexit runs last-registered first: this closes the pipe before
+        # multiprocessing's own exit handler waits for the child.
+        atexit.register(self.close)
+        try:
+            self.size: int = self._answer()
+        except BaseException:
+            self.close()
+            raise
+
+    def _answer(self):
+        try:
+            kind, value, status = self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(5)
+            raise WriterGone(f"the writer process of log store {self.path} ended unexpectedly "
+                             f"(exit code {self._process.exitcode})") from None
+        if status is not None:
+            self.status = status
+        if kind == "error":
+            raise StoreError(value)
+        return value
+
+    def _request(self, *request):
+        with self._lock:
+            try:
+                self._conn.send(request)
+            except (OSError, ValueError):
+                raise WriterGone(f"the writer process of log store {self.path} is gone "
+                                 f"(exit code {self._process.exitcode})") from None
+            return self._answer()
+
+    def append(self, entries: Sequence[bytes]) -> int:
+        """Append ``entries`` in one transaction; the index of the first once committed."""
+        return self._request("append", list(entries))
+
+    def refresh_status(self) -> WriterStatus:
+        self._request("status")
+        return self.status
+
+    def close(self) -> None:
+        """Let the writer finish and exit; idempotent."""
+        atexit.unregister(self.close)
+        if self._process.pid is None:
+            return
+        with self._lock:
+            try:
+                self._conn.send(("close",))
+            except (OSError, ValueError):
+                pass
+            self._conn.close()
+        self._process.join(30)
+        if self._process.exitcode is None:
+            self._process.kill()
+            self._process.join()
