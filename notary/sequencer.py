@@ -49,7 +49,6 @@ class LogWriter:
     def __init__(self, path: Path, *, create: bool = True):
         self.path = Path(path)
         self._process = StoreProcess(self.path, create=create)
-        self._appends = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-append")
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reads")
         try:
             self.store: LogStore = self._reads.submit(LogStore, self.path, readonly=True).result()
@@ -65,13 +64,13 @@ class LogWriter:
 
     async def append(self, entries: Sequence[bytes]) -> int:
         """Append ``entries`` in one transaction; the index of the first once they are durable."""
-        first = await asyncio.get_running_loop().run_in_executor(self._appends, self._process.append, entries)
+        first = await self._process.append_async(entries)
         self.committed = max(self.committed, first + len(entries))
         return first
 
     async def refresh_status(self) -> WriterStatus:
         """Ask the writer process how its digest index and checkpoints are doing (in order with the appends)."""
-        return await asyncio.get_running_loop().run_in_executor(self._appends, self._process.refresh_status)
+        return await self._process.refresh_status_async()
 
     def _read(self, fn: Callable[[LogStore], T]) -> T:
         if self.store.size < self.committed:
@@ -83,7 +82,6 @@ class LogWriter:
         return await asyncio.get_running_loop().run_in_executor(self._reads, self._read, fn)
 
     def close(self) -> None:
-        self._appends.shutdown()
         self._process.close()
         self._reads.submit(self.store.close).result()
         self._reads.shutdown()

@@ -25,7 +25,9 @@ Safety:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import ctypes
 import fcntl
 import multiprocessing
@@ -204,7 +206,13 @@ def _serve(path_text: str, conn, create: bool, parent: int, lock_timeout: float)
 
 
 class StoreProcess:
-    """A handle on the writer process. Blocking calls: use from one thread at a time."""
+    """A handle on the writer process.
+
+    Blocking calls (``append``, ``refresh_status``) for tools and tests; the
+    daemon uses the ``*_async`` ones from its event loop, which waits on the
+    pipe itself: no thread hand-off on the acknowledgement path. Use one kind
+    at a time.
+    """
 
     def __init__(self, path: Path, *, create: bool = True, lock_timeout: float = LOCK_TIMEOUT):
         self.path = Path(path)
@@ -215,6 +223,7 @@ class StoreProcess:
         self._process.start()
         child.close()
         self._lock = threading.Lock()
+        self._async_lock: asyncio.Lock | None = None
         self.status = WriterStatus()
         # atexit runs last-registered first: this closes the pipe before
         # multiprocessing's own exit handler waits for the child.
@@ -253,6 +262,40 @@ class StoreProcess:
 
     def refresh_status(self) -> WriterStatus:
         self._request("status")
+        return self.status
+
+    async def _request_async(self, *request):
+        if self._async_lock is None:
+            self._async_lock = asyncio.Lock()
+        async with self._async_lock:
+            try:
+                self._conn.send(request)
+            except (OSError, ValueError):
+                raise WriterGone(f"the writer process of log store {self.path} is gone "
+                                 f"(exit code {self._process.exitcode})") from None
+            if not self._conn.poll():
+                loop = asyncio.get_running_loop()
+                ready = loop.create_future()
+                fd = self._conn.fileno()
+                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await ready
+                except asyncio.CancelledError:
+                    # The answer is on its way: take it off the pipe, or the
+                    # next request would read it as its own.
+                    with contextlib.suppress(StoreError):
+                        self._answer()
+                    raise
+                finally:
+                    loop.remove_reader(fd)
+            return self._answer()
+
+    async def append_async(self, entries: Sequence[bytes]) -> int:
+        """``append`` from an event loop."""
+        return await self._request_async("append", list(entries))
+
+    async def refresh_status_async(self) -> WriterStatus:
+        await self._request_async("status")
         return self.status
 
     def close(self) -> None:
