@@ -101,7 +101,6 @@ class LogStore:
         self._nodes: dict[tuple[int, int], bytes] = {}  # insertion-ordered: evicts the oldest
         self._node_limit = node_cache
         self._head: tuple[int, bytes] | None = None
-        self._readonly = readonly
         self._index: DigestIndex | None = None
         self._index_trusted: tuple[int, bytes] = (0, b"")  # the last index state checked against this log
         self._index_rejected: tuple[int, bytes] | None = None  # the last one found not to belong to it
