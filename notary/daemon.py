@@ -71,11 +71,13 @@ class Notary:
             asyncio.create_task(self.sequencer.run(), name="sequencer"),
             asyncio.create_task(self.sealer.run(self.stopping), name="sealer"),
             asyncio.create_task(self.anchorer.run(self.draining, lambda: self._drain_deadline), name="anchorer"),
+            asyncio.create_task(self.writer.watch(), name="store writer"),
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop ingest, commit what was accepted, seal it, drain the outbox within ``timeout``."""
         timeout = self.config.shutdown_timeout if timeout is None else timeout
+        self.tasks[3].cancel()  # the writer is closed below, on purpose
         self.sequencer.close()
         await self.tasks[0]  # everything accepted is durable
         self._drain_deadline = time.monotonic() + timeout

@@ -72,6 +72,12 @@ class LogWriter:
         """Ask the writer process how its digest index and checkpoints are doing (in order with the appends)."""
         return await self._process.refresh_status_async()
 
+    async def watch(self) -> None:
+        """Raise ``WriterGone`` when the writer process ends on its own (the daemon then exits and is restarted)."""
+        code = await self._process.wait_ended()
+        raise WriterGone(f"the writer process of log store {self.path} ended unexpectedly (exit code {code}); "
+                         "nothing it had not committed was acknowledged")
+
     def _read(self, fn: Callable[[LogStore], T]) -> T:
         if self.store.size < self.committed:
             self.store.refresh()

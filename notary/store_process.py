@@ -290,6 +290,19 @@ class StoreProcess:
                     loop.remove_reader(fd)
             return self._answer()
 
+    async def wait_ended(self) -> int | None:
+        """Return the writer's exit code once it has ended (the daemon watches this)."""
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+        fd = self._process.sentinel
+        loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+        self._process.join(5)
+        return self._process.exitcode
+
     async def append_async(self, entries: Sequence[bytes]) -> int:
         """``append`` from an event loop."""
         return await self._request_async("append", list(entries))

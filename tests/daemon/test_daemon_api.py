@@ -186,3 +186,24 @@ def test_restart_on_a_truncated_store_refuses_to_seal(daemon_factory):
     assert d.process.wait(60) == 3
     d.process = None
     assert "the store was truncated or replaced" in d.log_tail()
+
+
+def test_daemon_stops_when_its_store_writer_dies(daemon_factory):
+    """The writer process is the only one that commits: without it the daemon exits (systemd restarts it)."""
+    import psutil
+
+    d = daemon_factory("writer-dies").start()
+    first = d.client().submit(digests(3, "before"))
+    writers = [p for p in psutil.Process(d.process.pid).children()
+               if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(writers) == 1, [p.cmdline() for p in psutil.Process(d.process.pid).children()]
+    writers[0].kill()
+    assert d.process.wait(30) == 1
+    d.process = None
+    assert "the writer process of log store" in d.log_tail() and "ended unexpectedly" in d.log_tail()
+    d.start()  # a restart takes the lock the dead writer held and keeps what it committed
+    status, _, body = http(d, "GET", f"/v1/proof?index={first[-1]['index']}")
+    assert status in (200, 425), body
+    assert d.stop() == 0
+    with LogStore(d.data_dir / "log.db") as store:
+        assert store.size >= 3
