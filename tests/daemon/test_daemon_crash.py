@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import random
+import sqlite3
 import threading
 import time
 
@@ -68,7 +69,21 @@ def test_kill_9_under_load_loses_nothing_and_never_forks(daemon_factory, stack):
     finally:
         load.stop.set()
         load.join(60)
-    assert d.stop() == 0  # SIGTERM: seal and anchor everything accepted
+    assert d.stop() == 0  # SIGTERM: seal everything accepted, anchor within the shutdown timeout
+    with LogStore(d.data_dir / "log.db", readonly=True) as store:
+        logged = store.size
+    db = sqlite3.connect(d.data_dir / "seals.db")
+    (sealed,) = db.execute("SELECT max(tree_size) FROM seals").fetchone()
+    (waiting,) = db.execute("SELECT count(*) FROM seals WHERE receipt IS NULL").fetchone()
+    db.close()
+    assert sealed == logged, f"SIGTERM left {logged - sealed} entries unsealed"
+    if waiting:
+        # Publishing what remained outlasted the shutdown timeout (a loaded
+        # machine): by design it waits in the outbox for the next start.
+        print(f"{waiting} seals left in the outbox at shutdown; a restart publishes them")
+        d.start()
+        d.wait_anchored(logged)
+        assert d.stop() == 0
     print(f"{kills} kills, {outbox_kills} left seals in the outbox, {len(load.acked)} digests acknowledged")
     assert kills >= MIN_KILLS and outbox_kills >= MIN_OUTBOX_KILLS, (kills, outbox_kills)
     assert len(load.acked) > 1000, "the load never got going; the test proved nothing"
