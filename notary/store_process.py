@@ -30,6 +30,7 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
+import logging
 import multiprocessing
 import os
 import signal
@@ -58,6 +59,8 @@ INDEX_INTERVAL = 0.1
 INDEX_BACKOFF_MAX = 30.0
 LOCK_TIMEOUT = 30.0  # seconds to wait for a previous writer of the same store to exit
 _PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("notary")
 
 
 class WriterGone(StoreError):
@@ -110,8 +113,11 @@ class _Helpers:
         while not self.stop.wait(CHECKPOINT_INTERVAL):
             try:
                 self.checkpointer.checkpoint()
-            except Exception:  # the writer's own checkpoint keeps the WAL bounded; the count shows it
+            except Exception as exc:  # the writer's own checkpoint keeps the WAL bounded; the count shows it
                 self.checkpoint_failures += 1
+                if self.checkpoint_failures == 1 or self.checkpoint_failures % 100 == 0:
+                    log.warning("checkpointing the write-ahead log failed (%d times so far): %s",
+                                self.checkpoint_failures, exc)
 
     def _index_loop(self) -> None:
         backoff = 0.5
@@ -123,7 +129,10 @@ class _Helpers:
                 self.index_error, backoff = None, 0.5
             except Exception as exc:  # lookups scan what is not indexed: report and retry
                 self.index_failures += 1
-                self.index_error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.index_error:
+                    log.error("building the digest index failed, retrying (lookups scan what it misses): %s", error)
+                self.index_error = error
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, INDEX_BACKOFF_MAX)
                 continue
@@ -166,6 +175,8 @@ def _serve(path_text: str, conn, create: bool, parent: int, lock_timeout: float)
     _die_with_parent(parent)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The daemon's standard error (the journal under systemd), as the daemon logs.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s (store writer): %(message)s")
     path = Path(path_text)
     store = helpers = None
     try:
