@@ -23,8 +23,13 @@ class Ours:
     def __init__(self, path: Path, create: bool = False) -> None:
         self.path = path
         self.log = LogStore(path, create=create)
-        self.append = self.log.append_entries
         self.append_leaf_hashes = self.log.append_leaf_hashes
+
+    def append(self, entries: Sequence[bytes]) -> int:
+        """Append, then index: the daemon builds the digest index behind its commits, so its cost counts here."""
+        first = self.log.append_entries(entries)
+        self.log.index_pending()
+        return first
 
     def tree_head(self, size: int | None = None) -> bytes:
         return self.log.tree_hash(size)
@@ -36,10 +41,13 @@ class Ours:
         return self.log.consistency_proof(old, new)
 
     def files(self) -> list[Path]:
-        """The main database file and the WAL, after checkpointing the WAL into the file."""
-        with sqlite3.connect(self.path) as db:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return [self.path, self.path.with_name(self.path.name + "-wal")]
+        """The log and its digest index, each with its WAL, after checkpointing the WALs into the files."""
+        paths = [self.path, self.log.index_path]
+        for path in paths:
+            if path.exists():
+                with sqlite3.connect(path) as db:
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return [f for path in paths for f in (path, path.with_name(path.name + "-wal"))]
 
     def close(self) -> None:
         self.log.close()
