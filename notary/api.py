@@ -209,7 +209,7 @@ def build_app(notary: Notary) -> web.Application:
                 return found
             return [[i for i in hits if s.entry(i) == Entry(d, source).encode()] for d, hits in zip(digests, found)]
 
-        indices = await notary.writer.run(find)
+        indices = await notary.writer.lookup(find)
         return web.json_response({"anchored_size": 0 if anchored is None else anchored.tree_size, "indices": indices})
 
     @routes.get("/v1/range-proof")

@@ -122,7 +122,7 @@ class Notary:
     # -- auditor answers ---------------------------------------------------
 
     async def find(self, digest: bytes) -> list[int]:
-        return await self.writer.run(lambda s: s.find_by_digest(digest))
+        return await self.writer.lookup(lambda s: s.find_by_digest(digest))
 
     async def wait_anchored(self, index: int) -> None:
         async with self.anchorer.anchored:

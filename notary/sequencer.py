@@ -43,15 +43,20 @@ class LogWriter:
     """The log store: appends in a writer process of its own (notary/store_process.py), reads on a thread here.
 
     Reads run in order on one thread, on a read-only connection that is
-    brought up to the committed size before each one.
+    brought up to the committed size before each one. Digest lookups have a
+    thread and a connection of their own (``lookup``): a batch of them, or
+    one scanning entries the index has not reached, can take seconds, and
+    the sealer's reads must not wait behind it.
     """
 
     def __init__(self, path: Path, *, create: bool = True):
         self.path = Path(path)
         self._process = StoreProcess(self.path, create=create)
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reads")
+        self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-lookups")
         try:
             self.store: LogStore = self._reads.submit(LogStore, self.path, readonly=True).result()
+            self._lookup_store: LogStore = self._lookups.submit(LogStore, self.path, readonly=True).result()
         except BaseException:
             self._process.close()
             raise
@@ -78,19 +83,25 @@ class LogWriter:
         raise WriterGone(f"the writer process of log store {self.path} ended unexpectedly (exit code {code}); "
                          "nothing it had not committed was acknowledged")
 
-    def _read(self, fn: Callable[[LogStore], T]) -> T:
-        if self.store.size < self.committed:
-            self.store.refresh()
-        return fn(self.store)
+    def _read(self, store: LogStore, fn: Callable[[LogStore], T]) -> T:
+        if store.size < self.committed:
+            store.refresh()
+        return fn(store)
 
     async def run(self, fn: Callable[[LogStore], T]) -> T:
         """``fn(store)`` on the read thread, with every acknowledged append visible."""
-        return await asyncio.get_running_loop().run_in_executor(self._reads, self._read, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._reads, self._read, self.store, fn)
+
+    async def lookup(self, fn: Callable[[LogStore], T]) -> T:
+        """``fn(store)`` on the lookup thread (digest lookups), with every acknowledged append visible."""
+        return await asyncio.get_running_loop().run_in_executor(self._lookups, self._read, self._lookup_store, fn)
 
     def close(self) -> None:
         self._process.close()
         self._reads.submit(self.store.close).result()
         self._reads.shutdown()
+        self._lookups.submit(self._lookup_store.close).result()
+        self._lookups.shutdown()
 
 
 class Sequencer:

@@ -117,3 +117,30 @@ def test_writer_dies_with_a_killed_parent_and_the_next_one_takes_over(tmp_path):
         writer.close()
     with LogStore(path) as store:
         assert [store.entry(i) for i in range(size)] == [b"x-%d" % i for i in range(size)]
+
+
+def test_a_long_lookup_does_not_hold_up_the_sealers_reads(tmp_path):
+    """Digest lookups have a thread of their own: while one is stuck, tree heads still answer at once."""
+    import asyncio
+    import threading
+
+    from notary.sequencer import LogWriter
+
+    entries = [b"a", b"b", b"c"]
+
+    async def main() -> None:
+        writer = LogWriter(tmp_path / "log.db")
+        try:
+            assert await writer.append(entries) == 0
+            release = threading.Event()
+            stuck = asyncio.ensure_future(writer.lookup(lambda s: release.wait(10) and s.find_by_digest(bytes(32))))
+            await asyncio.sleep(0.1)  # the lookup thread is now inside it
+            root = await asyncio.wait_for(writer.run(lambda s: s.tree_hash(3)), 5)
+            assert root == ReferenceTree(entries).root(3)
+            assert not stuck.done()
+            release.set()
+            assert await stuck == []
+        finally:
+            writer.close()
+
+    asyncio.run(main())
