@@ -83,7 +83,7 @@ class Sealer:
         self.failures = 0
         self.last_error: str | None = None
         self.on_seal: Callable[[Seal], None] = lambda seal: None
-        sequencer.on_commit.append(self._on_commit)
+        sequencer.on_commit = self._on_commit
 
     def _on_commit(self, size: int) -> None:
         if self._first_unsealed_at is None:

@@ -31,6 +31,8 @@ T = TypeVar("T")
 # One commit takes at most this many entries, so a burst cannot make one
 # transaction (and the memory it holds) unbounded.
 MAX_COMMIT_ENTRIES = 50_000
+
+
 class Overloaded(NotaryError):
     """Too much is waiting to be made durable or anchored: retry later."""
 
@@ -116,7 +118,7 @@ class Sequencer:
         self.last_commit = time.monotonic()
         self.commits = 0
         self.committed_entries = 0
-        self.on_commit: list[Callable[[int], None]] = []  # called with the new size after each commit
+        self.on_commit: Callable[[int], None] = lambda size: None
 
     @property
     def pending_entries(self) -> int:
@@ -181,5 +183,4 @@ class Sequencer:
                 if not future.done():  # a cancelled waiter's entries are durable all the same
                     future.set_result(offset)
                 offset += len(sub)
-            for listener in self.on_commit:
-                listener(self.size)
+            self.on_commit(self.size)

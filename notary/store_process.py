@@ -258,13 +258,16 @@ class StoreProcess:
             raise StoreError(value)
         return value
 
+    def _send(self, request: tuple) -> None:
+        try:
+            self._conn.send(request)
+        except (OSError, ValueError):
+            raise WriterGone(f"the writer process of log store {self.path} is gone "
+                             f"(exit code {self._process.exitcode})") from None
+
     def _request(self, *request):
         with self._lock:
-            try:
-                self._conn.send(request)
-            except (OSError, ValueError):
-                raise WriterGone(f"the writer process of log store {self.path} is gone "
-                                 f"(exit code {self._process.exitcode})") from None
+            self._send(request)
             return self._answer()
 
     def append(self, entries: Sequence[bytes]) -> int:
@@ -279,11 +282,7 @@ class StoreProcess:
         if self._async_lock is None:
             self._async_lock = asyncio.Lock()
         async with self._async_lock:
-            try:
-                self._conn.send(request)
-            except (OSError, ValueError):
-                raise WriterGone(f"the writer process of log store {self.path} is gone "
-                                 f"(exit code {self._process.exitcode})") from None
+            self._send(request)
             if not self._conn.poll():
                 loop = asyncio.get_running_loop()
                 ready = loop.create_future()
