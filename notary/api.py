@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from notary import rangeproof
-from notary.entry import Entry, check_source, encode_entries, parse_digest_hex
+from notary.entry import Entry, check_source, entries_from_hex, parse_digest_hex
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
 from notary.sequencer import Overloaded
@@ -51,8 +51,8 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     return int(text)
 
 
-async def _read_digests(request: web.Request, limits) -> tuple[list[bytes], None] | tuple[None, tuple[int, str, str | None]]:
-    """The digests of a ``{"digests": [...]}`` body, or (status, message, metric reason) refusing it."""
+async def _read_digest_items(request: web.Request, limits) -> tuple[list, None] | tuple[None, tuple[int, str, str | None]]:
+    """The items of a ``{"digests": [...]}`` body, not yet checked one by one, or (status, message, metric reason) refusing it."""
     if request.content_length is not None and request.content_length > limits.max_request_bytes:
         return None, (413, f"request body is {request.content_length} bytes, limit {limits.max_request_bytes}", "too_large")
     try:
@@ -66,8 +66,16 @@ async def _read_digests(request: web.Request, limits) -> tuple[list[bytes], None
         return None, (400, 'body must be {"digests": ["<64 hex digits>", ...]} with at least one digest', None)
     if len(digests) > limits.max_request_digests:
         return None, (413, f"{len(digests)} digests in one request, limit {limits.max_request_digests}", "too_large")
+    return digests, None
+
+
+async def _read_digests(request: web.Request, limits) -> tuple[list[bytes], None] | tuple[None, tuple[int, str, str | None]]:
+    """The digests of a ``{"digests": [...]}`` body, or (status, message, metric reason) refusing it."""
+    items, refused = await _read_digest_items(request, limits)
+    if refused is not None:
+        return None, refused
     parsed = []
-    for i, d in enumerate(digests):
+    for i, d in enumerate(items):
         try:
             if not isinstance(d, str):
                 raise FormatError(f"digest {d!r} is not a string")
@@ -100,26 +108,31 @@ def build_app(notary: Notary) -> web.Application:
         if source is None:
             notary.metrics.inc("notary_ingest_rejected_total", reason="unauthorized")
             return _error(401, "missing or unknown bearer token", **{"WWW-Authenticate": "Bearer"})
-        digests, refused = await _read_digests(request, cfg.limits)
+        items, refused = await _read_digest_items(request, cfg.limits)
+        if refused is None:
+            try:
+                entries = entries_from_hex(items, source)
+            except FormatError as exc:
+                refused = (400, f"digests{exc}", "malformed")
         if refused is not None:
             status, message, reason = refused
             if reason is not None:
                 notary.metrics.inc("notary_ingest_rejected_total", reason=reason)
             return _error(status, message)
-        entries = encode_entries(digests, source)
         try:
             first = await notary.submit(entries)
         except Overloaded as exc:
             return _error(503, str(exc), **{"Retry-After": str(exc.retry_after)})
-        indices = list(range(first, first + len(entries)))
+        count = entries.count
         if request.query.get("wait") == "sealed":
+            indices = range(first, first + count)
             await notary.wait_anchored(indices[-1])
             proofs = [(await notary.tlog_proof(i)).format() for i in indices]
             return web.json_response({"entries": [{"index": i, "proof": p} for i, p in zip(indices, proofs)]})
         # The hot path's answer, written directly: json.dumps of 1000 small
-        # objects costs about 0.7 ms, this about 0.2 (same bytes; the tests
-        # parse it as JSON).
-        body = '{"entries":[' + ",".join([f'{{"index":{i}}}' for i in indices]) + "]}"
+        # objects costs about 0.7 ms, one %-format of them about 0.1 (the
+        # same JSON, compact; the tests parse it).
+        body = ('{"entries":[' + '{"index":%d},' * (count - 1) + '{"index":%d}]}') % tuple(range(first, first + count))
         return web.Response(body=body.encode(), content_type="application/json")
 
     @routes.get("/checkpoint")

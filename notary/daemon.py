@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import signal
 import time
@@ -25,7 +26,7 @@ from notary import systemd
 from notary.api import NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
 from notary.config import Config, load_config
-from notary.entry import Entry
+from notary.entry import EntryRun, encode_run
 from notary.errors import NotaryError
 from notary.metrics import Metrics
 from notary.note import NoteSigner
@@ -95,17 +96,16 @@ class Notary:
         """Append the digests of key events not logged yet (oldest first); return how many."""
         if not events:
             return 0
-        entries = [Entry(e.digest(), KEY_EVENT_SOURCE).encode() for e in events]
-        await self.sequencer.submit(entries)
+        await self.sequencer.submit(encode_run([e.digest() for e in events], KEY_EVENT_SOURCE))
         await self.seals.set_state(_LAST_KEY_EVENT, events[-1].digest())
-        return len(entries)
+        return len(events)
 
     async def last_logged_key_event(self) -> bytes | None:
         return await self.seals.get_state(_LAST_KEY_EVENT)
 
     # -- ingest ------------------------------------------------------------
 
-    async def submit(self, entries: list[bytes]) -> int:
+    async def submit(self, entries: EntryRun) -> int:
         if self.anchorer.unanchored >= self.config.limits.max_unanchored_seals:
             self.metrics.inc("notary_ingest_rejected_total", reason="backpressure")
             raise Overloaded(
@@ -116,7 +116,7 @@ class Notary:
         except Overloaded:
             self.metrics.inc("notary_ingest_rejected_total", reason="backpressure")
             raise
-        self.metrics.inc("notary_entries_acknowledged_total", len(entries))
+        self.metrics.inc("notary_entries_acknowledged_total", entries.count)
         return first
 
     # -- auditor answers ---------------------------------------------------
@@ -262,6 +262,12 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(notary, config_path, adapters)))
         watchdog = asyncio.create_task(systemd.watchdog_loop(stop))
+        # What start-up made (boto3's service models above all: some 100k
+        # objects) lives as long as the daemon: out of the collector's reach,
+        # a full collection no longer walks it (it took 55-73 ms under load,
+        # stalling every request in flight; docs/PERFORMANCE.md).
+        gc.collect()
+        gc.freeze()
         systemd.notify("READY=1", f"STATUS=serving {config.origin}, {notary.sequencer.size} entries")
         log.info("ready: %s with %d entries, sealed at %d", config.origin, notary.sequencer.size, notary.sealer.sealed_size)
         if on_ready is not None:

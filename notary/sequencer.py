@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from notary.entry import EntryRun
 from notary.errors import NotaryError
 from notary.store import LogStore
 from notary.store_process import StoreProcess, WriterGone, WriterStatus
@@ -69,10 +70,10 @@ class LogWriter:
         """The writer process's digest index and checkpoint state, as of its last answer."""
         return self._process.status
 
-    async def append(self, entries: Sequence[bytes]) -> int:
-        """Append ``entries`` in one transaction; the index of the first once they are durable."""
-        first = await self._process.append_async(entries)
-        self.committed = max(self.committed, first + len(entries))
+    async def append(self, runs: Sequence[EntryRun]) -> int:
+        """Append the entries of ``runs`` in one transaction; the index of the first once they are durable."""
+        first = await self._process.append_async(runs)
+        self.committed = max(self.committed, first + sum(r.count for r in runs))
         return first
 
     async def refresh_status(self) -> WriterStatus:
@@ -110,7 +111,7 @@ class Sequencer:
     def __init__(self, writer: LogWriter, max_pending: int):
         self._writer = writer
         self._max_pending = max_pending
-        self._pending: deque[tuple[Sequence[bytes], asyncio.Future[int]]] = deque()
+        self._pending: deque[tuple[EntryRun, asyncio.Future[int]]] = deque()
         self._pending_entries = 0
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -124,17 +125,17 @@ class Sequencer:
     def pending_entries(self) -> int:
         return self._pending_entries
 
-    async def submit(self, entries: Sequence[bytes]) -> int:
+    async def submit(self, entries: EntryRun) -> int:
         """Append ``entries``; return the index of the first once they are durable."""
         if self._closed:
             raise Overloaded("the notary is shutting down and accepts no new entries", retry_after=5)
-        if self._pending_entries + len(entries) > self._max_pending:
+        if self._pending_entries + entries.count > self._max_pending:
             raise Overloaded(
                 f"{self._pending_entries} entries are waiting to be written (limit {self._max_pending}); retry later"
             )
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((entries, future))
-        self._pending_entries += len(entries)
+        self._pending_entries += entries.count
         self._wakeup.set()
         return await future
 
@@ -153,13 +154,12 @@ class Sequencer:
                 await self._wakeup.wait()
                 continue
             batch, count = [], 0
-            while self._pending and (not batch or count + len(self._pending[0][0]) <= MAX_COMMIT_ENTRIES):
+            while self._pending and (not batch or count + self._pending[0][0].count <= MAX_COMMIT_ENTRIES):
                 item = self._pending.popleft()
                 batch.append(item)
-                count += len(item[0])
-            entries = [e for sub, _ in batch for e in sub]
+                count += item[0].count
             try:
-                first = await self._writer.append(entries)
+                first = await self._writer.append([run for run, _ in batch])
             except Exception as exc:  # nothing was appended: every waiter learns it
                 self._pending_entries -= count
                 for _, future in batch:
@@ -174,13 +174,13 @@ class Sequencer:
                     raise
                 continue
             self._pending_entries -= count
-            self.size = first + len(entries)
+            self.size = first + count
             self.commits += 1
-            self.committed_entries += len(entries)
+            self.committed_entries += count
             self.last_commit = time.monotonic()
             offset = first
-            for sub, future in batch:
+            for run, future in batch:
                 if not future.done():  # a cancelled waiter's entries are durable all the same
                     future.set_result(offset)
-                offset += len(sub)
+                offset += run.count
             self.on_commit(self.size)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from notary import merkle
 from notary.digest_index import EPOCH_BITS, DigestIndex, digest_prefix, index_path
+from notary.entry import EntryRun
 from notary.errors import StoreError
 
 log = logging.getLogger("notary")
@@ -50,6 +51,7 @@ TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
 TILE_BYTES = TILE_WIDTH * merkle.HASH_SIZE
 _LEVEL_SHIFT = 48  # tile row id = tile level << 48 | tile index (2**48 tiles a level is ample)
 _PAGE_SIZE = 8192  # fits 15 full tiles a page; the 4 KiB default wastes one tile's room in eight
+_MIN_SLICED_RUN = 8  # entries in a run worth one INSERT that slices its blob (below: a row at a time)
 DEFAULT_TILE_CACHE = 4096  # complete tiles kept in memory: 2 MiB
 _CACHED_LEVEL = 2 * TILE_HEIGHT  # subtree hashes this high or higher are memoized
 DEFAULT_NODE_CACHE = 1 << 17  # memoized subtree hashes: about 20 MiB at most
@@ -69,6 +71,19 @@ def _text(value: bytes | str) -> str:
 
 def _tile_id(level: int, index: int) -> int:
     return level << _LEVEL_SHIFT | index
+
+
+def _merged(runs: Sequence[EntryRun]) -> list[EntryRun]:
+    """``runs`` with neighbours of equal width joined (a group commit of one source's submissions is one run)."""
+    merged: list[EntryRun] = []
+    i = 0
+    while i < len(runs):
+        j = i + 1
+        while j < len(runs) and runs[j].width == runs[i].width:
+            j += 1
+        merged.append(runs[i] if j == i + 1 else EntryRun(b"".join(r.data for r in runs[i:j]), runs[i].width))
+        i = j
+    return merged
 
 
 def _full_tile_root(buf: bytes, offset: int) -> bytes:
@@ -414,8 +429,15 @@ class LogStore:
 
     def append_entries(self, entries: Sequence[bytes]) -> int:
         """Append entries (leaf hash SHA-256(0x00 || entry)); return the index of the first."""
+        return self.append_runs(EntryRun.group(entries))
+
+    def append_runs(self, runs: Sequence[EntryRun]) -> int:
+        """Append the entries of ``runs``, in order, in one transaction; return the index of the first."""
+        runs = _merged(runs)
         leaf = merkle.leaf_hash
-        return self._append([leaf(e) for e in entries], entries)
+        leaves = [leaf(data[i : i + width]) for data, width in ((r.data, r.width) for r in runs)
+                  for i in range(0, len(data), width)]
+        return self._append(leaves, runs)
 
     def append_leaf_hashes(self, hashes: Sequence[bytes]) -> int:
         """Append precomputed leaf hashes (no entries kept); return the index of the first."""
@@ -424,7 +446,7 @@ class LogStore:
                 raise StoreError(f"leaf hash {i} of the batch is not {merkle.HASH_SIZE} bytes")
         return self._append(hashes, None)
 
-    def _append(self, leaves: Sequence[bytes], entries: Sequence[bytes] | None) -> int:
+    def _append(self, leaves: Sequence[bytes], runs: Sequence[EntryRun] | None) -> int:
         start = self._size
         if not leaves:
             return start
@@ -434,8 +456,8 @@ class LogStore:
                 # appending on top of it would corrupt the tiles.
                 if self._read_size() != start:
                     raise StoreError(f"log store {self.path} was appended to by another writer")
-                if entries is not None:
-                    self._insert_entries(start, entries)
+                if runs is not None:
+                    self._insert_entries(start, runs)
                 self._db.executemany("INSERT OR REPLACE INTO tiles (id, hashes) VALUES (?, ?)",
                                      self._tile_rows(start, leaves))
         except sqlite3.Error as exc:
@@ -444,32 +466,26 @@ class LogStore:
         self._head = None
         return start
 
-    def _insert_entries(self, start: int, entries: Sequence[bytes]) -> None:
-        """Insert ``entries`` at indices ``start...``, inside the caller's transaction.
+    def _insert_entries(self, start: int, runs: Sequence[EntryRun]) -> None:
+        """Insert the entries of ``runs`` at indices ``start...``, inside the caller's transaction.
 
-        The entries of one submission share their source, so a batch is a few
-        runs of equal length. Each run is one statement that slices one blob
-        inside SQLite: a row-by-row executemany costs twice the CPU and takes
-        Python's GIL back once a row, which stalls the event loop beside it.
+        A run of many entries is one statement that slices its blob inside
+        SQLite: a row-by-row executemany costs twice the CPU and takes Python's
+        GIL back once a row, which stalls the threads beside it. A short run
+        is not worth a statement of its own.
         """
-        runs: list[tuple[int, int]] = []  # (first position, count) of entries of equal length
-        first = 0
-        for i in range(1, len(entries) + 1):
-            if i == len(entries) or len(entries[i]) != len(entries[first]):
-                runs.append((first, i - first))
-                first = i
-        if len(runs) * 8 > len(entries):  # many short runs: one row a statement is no cheaper
-            self._db.executemany("INSERT INTO entries (idx, entry) VALUES (?, ?)",
-                                 zip(range(start, start + len(entries)), entries))
-            return
-        for first, count in runs:
-            length = len(entries[first])
-            blob = b"".join(entries[first : first + count])
-            self._db.execute(
-                """
-                WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
-                INSERT INTO entries (idx, entry) SELECT ?2 + i, substr(?3, i * ?4 + 1, ?4) FROM n
-                """, (count, start + first, blob, length))
+        index = start
+        for run in runs:
+            count = run.count
+            if count < _MIN_SLICED_RUN:
+                self._db.executemany("INSERT INTO entries (idx, entry) VALUES (?, ?)", zip(range(index, index + count), run))
+            else:
+                self._db.execute(
+                    """
+                    WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
+                    INSERT INTO entries (idx, entry) SELECT ?2 + i, substr(?3, i * ?4 + 1, ?4) FROM n
+                    """, (count, index, run.data, run.width))
+            index += count
 
     def _tile_rows(self, start: int, nodes: Sequence[bytes]) -> list[tuple[int, bytes]]:
         """The tile rows that change when ``nodes`` are appended at leaf index ``start``.

@@ -30,6 +30,7 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
+import gc
 import logging
 import multiprocessing
 import os
@@ -40,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from notary.entry import EntryRun
 from notary.errors import StoreError
 from notary.store import LogStore, WalCheckpointer
 
@@ -189,6 +191,7 @@ def _serve(path_text: str, conn, create: bool, parent: int, lock_timeout: float)
             store.close()
         return
     conn.send(("ok", store.size, helpers.status()))
+    gc.freeze()  # start-up's objects live as long as the process: keep full collections short
     try:
         while True:
             try:
@@ -199,7 +202,7 @@ def _serve(path_text: str, conn, create: bool, parent: int, lock_timeout: float)
                 return
             if request[0] == "append":
                 try:
-                    first = store.append_entries(request[1])
+                    first = store.append_runs(request[1])
                 except Exception as exc:  # nothing was appended (one transaction)
                     message = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
                     conn.send(("error", message, helpers.status()))
@@ -272,7 +275,7 @@ class StoreProcess:
 
     def append(self, entries: Sequence[bytes]) -> int:
         """Append ``entries`` in one transaction; the index of the first once committed."""
-        return self._request("append", list(entries))
+        return self._request("append", EntryRun.group(entries))
 
     def refresh_status(self) -> WriterStatus:
         self._request("status")
@@ -313,9 +316,9 @@ class StoreProcess:
         self._process.join(5)
         return self._process.exitcode
 
-    async def append_async(self, entries: Sequence[bytes]) -> int:
-        """``append`` from an event loop."""
-        return await self._request_async("append", list(entries))
+    async def append_async(self, runs: Sequence[EntryRun]) -> int:
+        """Append the entries of ``runs`` in one transaction, from an event loop; the index of the first once committed."""
+        return await self._request_async("append", list(runs))
 
     async def refresh_status_async(self) -> WriterStatus:
         await self._request_async("status")

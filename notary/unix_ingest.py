@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from notary.entry import encode_entries, parse_digest_hex
+from notary.entry import encode_run, parse_digest_hex
 from notary.errors import FormatError
 from notary.sequencer import Overloaded
 
@@ -81,9 +81,9 @@ async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
             continue
         slots.append(len(digests))
         digests.append(digest)
-    entries = encode_entries(digests, source)
+    entries = encode_run(digests, source)
     first = 0
-    if entries:
+    if digests:
         try:
             first = await notary.submit(entries)
         except Overloaded as exc:

@@ -18,7 +18,7 @@ from tlog_scales.signing import Vkey
 
 from notary import merkle
 from notary.checkpoint import Checkpoint, parse_checkpoint_text, parse_signed_checkpoint, sign_checkpoint, verify_signed_checkpoint
-from notary.entry import Entry, encode_entries, parse_digest_hex, parse_entry
+from notary.entry import Entry, EntryRun, encode_entries, encode_run, entries_from_hex, parse_digest_hex, parse_entry
 from notary.errors import FormatError, VerificationError
 from notary.note import parse_note, parse_verifier_key, verify_note
 from notary.tlogproof import TlogProof, parse_tlog_proof, verify_tlog_proof
@@ -54,6 +54,54 @@ def test_batch_encoding_is_the_vectors_encoding():
         encode_entries([b"\x00" * 32, b"\x00" * 31], "a")
     with pytest.raises(FormatError, match="control character"):
         encode_entries([b"\x00" * 32], "a\nb")
+
+
+def test_hex_ingest_encoding_is_the_vectors_encoding():
+    """The HTTP hot path (one fromhex over the whole submission) makes byte for byte the vectors' entries."""
+    for source in {v["source"] for v in V["entries"]}:
+        vecs = [v for v in V["entries"] if v["source"] == source]
+        for hexes in ([v["digest_hex"] for v in vecs], [v["digest_hex"].upper() for v in vecs]):
+            run = entries_from_hex(hexes, source)
+            assert [e.hex() for e in run] == [v["encoded_hex"] for v in vecs]
+            assert run.count == len(vecs) and run == encode_run([bytes.fromhex(h) for h in hexes], source)
+
+
+GOOD = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "items,bad,why",
+    [
+        ([GOOD, "zz" * 32, GOOD], 1, "not 64 hex digits"),
+        ([GOOD, 42], 1, "not a string"),
+        ([list(GOOD)], 0, "not a string"),
+        ([GOOD, GOOD.encode()], 1, "not a string"),
+        ([GOOD, GOOD[:63]], 1, "not 64 hex digits"),
+        # 63 and 65 digits: as many hex digits in all as two good ones, so
+        # only a per-item length check keeps the entries aligned.
+        ([GOOD, GOOD[:63], GOOD + "a"], 1, "not 64 hex digits"),
+        ([GOOD, GOOD[:62] + " a"], 1, "not 64 hex digits"),  # fromhex would skip the space
+        ([" " + GOOD[:63], GOOD], 0, "not 64 hex digits"),
+        ([GOOD, GOOD[:63] + "\u00e9"], 1, "not 64 hex digits"),
+        ([GOOD, GOOD[:62] + "\n\n"], 1, "not 64 hex digits"),
+        ([], None, "no digests"),
+    ],
+)
+def test_hex_ingest_names_the_first_bad_item(items, bad, why):
+    with pytest.raises(FormatError, match=why) as caught:
+        entries_from_hex(items, "app")
+    if bad is not None:
+        assert str(caught.value).startswith(f"[{bad}]: ")
+
+
+def test_entry_runs_group_equal_lengths_in_order():
+    entries = [b"a" * 3, b"b" * 3, b"c" * 5, b"d" * 3, b"e" * 3]
+    runs = EntryRun.group(entries)
+    assert [(r.width, r.count) for r in runs] == [(3, 2), (5, 1), (3, 2)]
+    assert [e for r in runs for e in r] == entries
+    assert EntryRun.group([]) == []
+    with pytest.raises(FormatError, match="cannot hold 7 bytes"):
+        EntryRun(b"x" * 7, 3)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from notary import merkle
+from notary.entry import EntryRun
 from notary.errors import StoreError
 from notary.store import LogStore
 from tests.rfc6962_reference import ReferenceTree
@@ -295,4 +296,16 @@ def test_entries_of_mixed_lengths_read_back_exactly(tmp_path, shape):
         store.append_entries([b"after"])
         assert store.entries(0, store.size) == dict(enumerate([b"before", *batch, b"after"]))
         assert store.tree_hash() == ReferenceTree([b"before", *batch, b"after"]).root(len(batch) + 2)
+        store.verify()
+
+
+def test_runs_of_a_group_commit_append_like_their_entries(tmp_path):
+    """The daemon appends submissions as runs; neighbours of one width are joined, short runs go row by row: same log."""
+    subs = [[b"a" * 37 + b"%03d" % i for i in range(200)], [b"b" * 40], [b"c" * 40 + b"%d" % i for i in range(3)],
+            [b"d" * 37 + b"%03d" % i for i in range(50)], [b"e" * 37 + b"%03d" % i for i in range(60)]]
+    flat = [e for sub in subs for e in sub]
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        assert store.append_runs([run for sub in subs for run in EntryRun.group(sub)]) == 0
+        assert store.entries(0, store.size) == dict(enumerate(flat))
+        assert store.tree_hash() == ReferenceTree(flat).root(len(flat))
         store.verify()

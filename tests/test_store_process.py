@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from notary.entry import EntryRun
 from notary.errors import StoreError
 from notary.store import LogStore
 from notary.store_process import StoreProcess, WriterGone, lock_path
@@ -131,7 +132,7 @@ def test_a_long_lookup_does_not_hold_up_the_sealers_reads(tmp_path):
     async def main() -> None:
         writer = LogWriter(tmp_path / "log.db")
         try:
-            assert await writer.append(entries) == 0
+            assert await writer.append(EntryRun.group(entries)) == 0
             release = threading.Event()
             stuck = asyncio.ensure_future(writer.lookup(lambda s: release.wait(10) and s.find_by_digest(bytes(32))))
             await asyncio.sleep(0.1)  # the lookup thread is now inside it
