@@ -5,7 +5,8 @@
 Brings up the dev stack and one daemon (as bench.load does), runs 10 s of
 batched HTTP at full speed (8 clients, 1000 digests a request), then 30 s of
 open-loop load at RATE digests/s (requests of 1000 leave on a fixed
-schedule; latency counts from the scheduled time), and prints one line for
+schedule on bare keep-alive connections, as bench.load's measurement 4;
+latency counts from the scheduled time), and prints one line for
 each with the daemon's CPU. The daemon runs the code of the current
 directory (``python -m notary.cli``), so an A/B alternates runs from two
 checkouts, for example one made with ``git worktree add``. Figures from it
@@ -37,11 +38,8 @@ async def measure(daemon: load.Daemon, rate: float, label: str) -> None:
     finally:
         await producer.close()
     load.report(f"{label} HTTP batched, {CLIENTS} clients", run)
-    producer = load.Ingest(daemon.url, token, load.MAX_OUTSTANDING)
-    try:
-        run = await load.on_daemon(daemon, producer.open_loop(load.BATCH, rate / load.BATCH, OPEN_SECONDS))
-    finally:
-        await producer.close()
+    raw = load.RawHttp(daemon.url, token)
+    run = await load.on_daemon(daemon, raw.open_loop(load.BATCH, rate / load.BATCH, OPEN_SECONDS))
     load.report(f"{label} open loop at {rate:,.0f} digests/s", run)
 
 

@@ -12,7 +12,9 @@ a subprocess (``notary run -c``) and measures, all on 127.0.0.1:
    as the server it measures);
 4. acknowledgement latency at half the best rate of (1), open loop (requests
    leave on a fixed schedule; latency counts from the scheduled time, so a
-   slow daemon cannot hold back the load that measures it);
+   slow daemon cannot hold back the load that measures it), on bare
+   keep-alive connections like (3); then the same load from aiohttp's client,
+   for comparison;
 5. acknowledgement-to-anchored latency, same load: for sampled requests, the
    time from the answer until ``GET /v1/proof?index=N`` answers 200;
 6. the daemon's resident memory on a log of 10M entries, built beforehand
@@ -62,7 +64,8 @@ from notary.store import LogStore
 
 BATCH = 1000  # digests in one batched request (the issue's figure)
 MAX_AGE = 1.0  # seconds: batch.max_age of the daemon under test
-MAX_ENTRIES = 10_000  # batch.max_entries: the configuration's default
+MAX_ENTRIES = 100_000  # batch.max_entries: the configuration's default
+STORE_BATCHES = (BATCH, 10_000)  # entries a commit in the store baselines: one request, a group commit of ten
 START_TIMEOUT = 120.0  # seconds for the daemon to answer /healthz (a 10M log seals first)
 POLL = 0.025  # seconds between proof polls while waiting for an anchored seal
 MAX_OUTSTANDING = 512  # open loop: requests in flight before the generator counts one as missed
@@ -243,7 +246,7 @@ class Ingest:
 
 
 class RawHttp:
-    """Single-digest producers on bare keep-alive HTTP/1.1 connections, one request at a time each.
+    """Producers on bare keep-alive HTTP/1.1 connections: single digests (closed loop), batches (open loop).
 
     aiohttp's client costs about as much CPU a request as the daemon does (the
     echo baseline showed it), so on two shared cores it would measure itself;
@@ -292,6 +295,75 @@ class RawHttp:
                 writer.close()
 
         await asyncio.gather(*(producer() for _ in range(clients)))
+        run.seconds = loop.time() - start
+        return run
+
+    async def open_loop(self, batch: int, rate: float, seconds: float,
+                        acked: Callable[[int, float], None] | None = None) -> Run:
+        """Requests of ``batch`` digests leave at ``rate`` a second whatever the answers; latency from the schedule.
+
+        Each request goes out on an idle keep-alive connection (a new one when
+        none is idle, up to MAX_OUTSTANDING); the latency ends when the whole
+        answer has arrived, and the answer is then checked: JSON with one
+        index for each digest, in order.
+        """
+        run = Run()
+        loop = asyncio.get_running_loop()
+        bodies = [entries_body(batch) for _ in range(int(rate * seconds))]
+        requests = [self.head + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        opened: list[asyncio.StreamWriter] = []
+        in_flight: set[asyncio.Task] = set()
+
+        async def one(scheduled: float, request: bytes) -> None:
+            if idle:
+                reader, writer = idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                writer.transport.set_write_buffer_limits(high=1 << 20)
+                opened.append(writer)
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            if length is None:
+                raise AssertionError(f"answer without Content-Length: {head[:200]!r}")
+            answer = await reader.readexactly(int(length[1]))
+            now = loop.time()
+            idle.append((reader, writer))
+            status = int(head[9:12])
+            if status != 200:
+                run.refused[status] = run.refused.get(status, 0) + 1
+                return
+            entries = json.loads(answer)["entries"]
+            if len(entries) != batch or entries[-1]["index"] - entries[0]["index"] != batch - 1:
+                raise AssertionError(f"{batch} digests submitted, answer {answer[:200]!r}")
+            run.latencies.append(now - scheduled)
+            run.requests += 1
+            run.digests += batch
+            if acked is not None:
+                acked(entries[-1]["index"], now)
+
+        start = loop.time() + 0.05
+        try:
+            for number, request in enumerate(requests):
+                scheduled = start + number / rate
+                delay = scheduled - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if len(in_flight) >= MAX_OUTSTANDING:
+                    run.missed += 1
+                    continue
+                task = asyncio.create_task(one(scheduled, request))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=60)
+            for task in in_flight:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()
+        finally:
+            for writer in opened:
+                writer.close()
         run.seconds = loop.time() - start
         return run
 
@@ -485,7 +557,7 @@ def store_baseline(scratch: Path, total: int, batch: int) -> tuple[float, float]
 
 
 def store_baselines(scratch: Path, plan: Plan, results: Results) -> None:
-    for batch in (BATCH, MAX_ENTRIES):
+    for batch in STORE_BATCHES:
         rate, cpu = store_baseline(scratch, plan.store_entries, batch)
         results.store.setdefault(batch, []).append((rate, cpu))
         print(f"  LogStore.append_entries, {batch}/commit: {rate:,.0f} entries/s, {cpu:.2f} us CPU an entry", flush=True)
@@ -578,6 +650,7 @@ class Results:
     unix: Run | None = None
     single: dict[int, Run] = field(default_factory=dict)
     half: Run | None = None
+    half_aiohttp: Run | None = None  # the same open loop from aiohttp's client
     half_rate: float = 0.0  # digests/s offered in the open loop
     anchored: Run | None = None  # latencies = ack -> anchored
     anchor_missed: int = 0
@@ -611,10 +684,14 @@ async def ingest_measurements(daemon: Daemon, plan: Plan, results: Results) -> N
 
     best = max(run.digest_rate for run in results.batched.values())
     results.half_rate = best / 2
+    raw = RawHttp(daemon.url, token)
+    results.half = await on_daemon(daemon, raw.open_loop(BATCH, results.half_rate / BATCH, plan.open_seconds))
+    report(f"open loop at {results.half_rate:,.0f} digests/s", results.half)
     producer = Ingest(daemon.url, token, MAX_OUTSTANDING)
     try:
-        results.half = await on_daemon(daemon, producer.open_loop(BATCH, results.half_rate / BATCH, plan.open_seconds))
-        report(f"open loop at {results.half_rate:,.0f} digests/s", results.half)
+        results.half_aiohttp = await on_daemon(daemon, producer.open_loop(BATCH, results.half_rate / BATCH,
+                                                                         plan.open_seconds))
+        report(f"open loop at {results.half_rate:,.0f} digests/s, aiohttp client", results.half_aiohttp)
 
         # Ack -> anchored, under the same load: every 10th answer is followed until a proof is served.
         waits: list[asyncio.Task] = []
@@ -624,8 +701,8 @@ async def ingest_measurements(daemon: Daemon, plan: Plan, results: Results) -> N
             if next(sample) % 10 == 0:
                 waits.append(asyncio.create_task(producer.anchored_within(index, at)))
 
-        results.anchored = await on_daemon(daemon, producer.open_loop(BATCH, results.half_rate / BATCH,
-                                                                     plan.open_seconds, acked))
+        results.anchored = await on_daemon(daemon, raw.open_loop(BATCH, results.half_rate / BATCH,
+                                                                plan.open_seconds, acked))
         found = await asyncio.gather(*waits)
         results.anchored.latencies = [s for s in found if s is not None]
         results.anchor_missed = sum(s is None for s in found)
@@ -752,6 +829,10 @@ def table(results: Results, plan: Plan, load_before: tuple, load_after: tuple) -
                  f"({results.half_rate / BATCH:.1f} requests/s of {BATCH}), {plan.open_seconds:g} s",
                  f"{lat(half)} ({len(half.latencies)} requests, refused {half.refusals()}, missed {half.missed})",
                  cpu(half), "p99 <= 20 ms", met(p99_ack <= 0.020)))
+    other = results.half_aiohttp
+    rows.append(("4'. the same, from aiohttp's client (for comparison)",
+                 f"{lat(other)} ({len(other.latencies)} requests, refused {other.refusals()}, missed {other.missed})",
+                 cpu(other), "", ""))
     rows.append((f"5. ack -> anchored (proof served), same load, max_age {MAX_AGE:g} s, max_entries {MAX_ENTRIES:,}",
                  f"p50 {percentile(anch.latencies, 0.5):.2f} s, p99 {p99_anchor:.2f} s "
                  f"({len(anch.latencies)} samples, {results.anchor_missed} not anchored in {ANCHOR_TIMEOUT:g} s)",
