@@ -171,7 +171,7 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
         raise ConfigError("listen: give listen.http, listen.unix or both")
 
     batch = top.section("batch")
-    max_entries = batch.get("max_entries", int, 10_000, check=lambda v: v > 0, must="must be an integer > 0")
+    max_entries = batch.get("max_entries", int, 100_000, check=lambda v: v > 0, must="must be an integer > 0")
     max_age = float(batch.get("max_age", (int, float), 1.0, check=lambda v: v > 0, must="must be a number of seconds > 0"))
     batch.done()
 
