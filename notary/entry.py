@@ -67,7 +67,7 @@ def encode_entries(digests: Iterable[bytes], source: str) -> list[bytes]:
 
 @dataclass(frozen=True, slots=True)
 class EntryRun:
-    """Entries of one length, back to back in ``data``: how a submission travels to the store.
+    """``count`` entries of ``width`` bytes each, back to back in ``data``: how a submission travels to the store.
 
     The entries of one submission share their source, so they all have the
     same length; one bytes object instead of a list of them is cheaper to
@@ -75,19 +75,16 @@ class EntryRun:
     """
 
     data: bytes
-    width: int  # bytes an entry
+    width: int  # bytes an entry (the store takes any entries, even empty ones)
+    count: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.data, bytes) or self.width <= 0 or len(self.data) % self.width:
-            raise FormatError(f"a run of entries of {self.width} bytes each cannot hold {len(self.data)} bytes")
-
-    @property
-    def count(self) -> int:
-        return len(self.data) // self.width
+        if not isinstance(self.data, bytes) or self.width < 0 or self.count < 0 or len(self.data) != self.width * self.count:
+            raise FormatError(f"{self.count} entries of {self.width} bytes each cannot be {len(self.data)} bytes")
 
     def __iter__(self) -> Iterator[bytes]:
         data, width = self.data, self.width
-        return (data[i : i + width] for i in range(0, len(data), width))
+        return (data[i * width : (i + 1) * width] for i in range(self.count))
 
     @staticmethod
     def group(entries: Sequence[bytes]) -> list[EntryRun]:
@@ -96,7 +93,7 @@ class EntryRun:
         first = 0
         for i in range(1, len(entries) + 1):
             if i == len(entries) or len(entries[i]) != len(entries[first]):
-                runs.append(EntryRun(b"".join(entries[first:i]), len(entries[first])))
+                runs.append(EntryRun(b"".join(entries[first:i]), len(entries[first]), i - first))
                 first = i
         return runs
 
@@ -104,7 +101,7 @@ class EntryRun:
 def encode_run(digests: Iterable[bytes], source: str) -> EntryRun:
     """``encode_entries`` as one run."""
     entries = encode_entries(digests, source)
-    return EntryRun(b"".join(entries), len(entries[0]) if entries else 1)
+    return EntryRun(b"".join(entries), len(entries[0]) if entries else 0, len(entries))
 
 
 def entries_from_hex(items: Sequence[object], source: str) -> EntryRun:
@@ -126,7 +123,7 @@ def entries_from_hex(items: Sequence[object], source: str) -> EntryRun:
         if items and set(map(len, items)) == {2 * DIGEST_SIZE}:  # type: ignore[arg-type]
             data = bytes.fromhex(_V1.hex() + (tail + _V1).hex().join(items) + tail.hex())  # type: ignore[arg-type]
             if len(data) == width * len(items):
-                return EntryRun(data, width)
+                return EntryRun(data, width, len(items))
     except (TypeError, ValueError):
         pass
     for i, item in enumerate(items):  # name the first item that is not a digest

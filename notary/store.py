@@ -81,7 +81,8 @@ def _merged(runs: Sequence[EntryRun]) -> list[EntryRun]:
         j = i + 1
         while j < len(runs) and runs[j].width == runs[i].width:
             j += 1
-        merged.append(runs[i] if j == i + 1 else EntryRun(b"".join(r.data for r in runs[i:j]), runs[i].width))
+        merged.append(runs[i] if j == i + 1 else
+                      EntryRun(b"".join(r.data for r in runs[i:j]), runs[i].width, sum(r.count for r in runs[i:j])))
         i = j
     return merged
 
@@ -435,8 +436,10 @@ class LogStore:
         """Append the entries of ``runs``, in order, in one transaction; return the index of the first."""
         runs = _merged(runs)
         leaf = merkle.leaf_hash
-        leaves = [leaf(data[i : i + width]) for data, width in ((r.data, r.width) for r in runs)
-                  for i in range(0, len(data), width)]
+        leaves: list[bytes] = []
+        for run in runs:
+            data, width = run.data, run.width
+            leaves += [leaf(data[i : i + width]) for i in range(0, len(data), width)] if width else [leaf(b"")] * run.count
         return self._append(leaves, runs)
 
     def append_leaf_hashes(self, hashes: Sequence[bytes]) -> int:
@@ -477,7 +480,7 @@ class LogStore:
         index = start
         for run in runs:
             count = run.count
-            if count < _MIN_SLICED_RUN:
+            if count < _MIN_SLICED_RUN or not run.width:  # (substr of an empty blob is NULL)
                 self._db.executemany("INSERT INTO entries (idx, entry) VALUES (?, ?)", zip(range(index, index + count), run))
             else:
                 self._db.execute(

@@ -100,8 +100,9 @@ def test_entry_runs_group_equal_lengths_in_order():
     assert [(r.width, r.count) for r in runs] == [(3, 2), (5, 1), (3, 2)]
     assert [e for r in runs for e in r] == entries
     assert EntryRun.group([]) == []
-    with pytest.raises(FormatError, match="cannot hold 7 bytes"):
-        EntryRun(b"x" * 7, 3)
+    assert [(r.width, r.count, list(r)) for r in EntryRun.group([b"", b"", b"x"])] == [(0, 2, [b"", b""]), (1, 1, [b"x"])]
+    with pytest.raises(FormatError, match="cannot be 7 bytes"):
+        EntryRun(b"x" * 7, 3, 2)
 
 
 @pytest.mark.parametrize(

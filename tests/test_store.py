@@ -309,3 +309,12 @@ def test_runs_of_a_group_commit_append_like_their_entries(tmp_path):
         assert store.entries(0, store.size) == dict(enumerate(flat))
         assert store.tree_hash() == ReferenceTree(flat).root(len(flat))
         store.verify()
+
+
+def test_empty_entries_append_as_a_run(tmp_path):
+    """The store takes any entries, empty ones too (an RFC 6962 test vector has one), in runs of width 0."""
+    batch = [b"", b"", b"x", b"", *[b""] * 10]
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        store.append_entries(batch)
+        assert store.entries(0, store.size) == dict(enumerate(batch))
+        assert store.tree_hash() == ReferenceTree(batch).root(len(batch))
