@@ -202,7 +202,7 @@ def _serve(path_text: str, conn, create: bool, parent: int, lock_timeout: float)
                 return
             if request[0] == "append":
                 try:
-                    first = store.append_runs(request[1])
+                    first = store.append_runs([EntryRun(*run) for run in request[1]])
                 except Exception as exc:  # nothing was appended (one transaction)
                     message = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
                     conn.send(("error", message, helpers.status()))
@@ -217,6 +217,11 @@ def _serve(path_text: str, conn, create: bool, parent: int, lock_timeout: float)
 
 
 # -- the daemon's side ---------------------------------------------------------
+
+
+def _wire(runs: Sequence[EntryRun]) -> list[tuple[bytes, int, int]]:
+    """Runs as plain tuples for the pipe: pickling a dataclass costs some 20 times as much."""
+    return [(run.data, run.width, run.count) for run in runs]
 
 
 class StoreProcess:
@@ -275,7 +280,7 @@ class StoreProcess:
 
     def append(self, entries: Sequence[bytes]) -> int:
         """Append ``entries`` in one transaction; the index of the first once committed."""
-        return self._request("append", EntryRun.group(entries))
+        return self._request("append", _wire(EntryRun.group(entries)))
 
     def refresh_status(self) -> WriterStatus:
         self._request("status")
@@ -318,7 +323,7 @@ class StoreProcess:
 
     async def append_async(self, runs: Sequence[EntryRun]) -> int:
         """Append the entries of ``runs`` in one transaction, from an event loop; the index of the first once committed."""
-        return await self._request_async("append", list(runs))
+        return await self._request_async("append", _wire(runs))
 
     async def refresh_status_async(self) -> WriterStatus:
         await self._request_async("status")
