@@ -11,6 +11,7 @@ verdicts print them for people.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from notary.errors import FormatError
@@ -104,13 +105,14 @@ def encode_run(digests: Iterable[bytes], source: str) -> EntryRun:
     return EntryRun(b"".join(entries), len(entries[0]) if entries else 0, len(entries))
 
 
-def entries_from_hex(items: Sequence[object], source: str) -> EntryRun:
+def entries_from_hex(items: Sequence[Any], source: str) -> EntryRun:
     """The v1 entries of ``items``, each a digest as 64 hex digits (either case), all from ``source``.
 
     The ingest hot path: one ``bytes.fromhex`` over the hex of the whole run
     (each digest joined to the next by the hex of the entry's tail and the
     next entry's version byte) instead of one parse and one concatenation a
-    digest. ``FormatError`` names the first bad item as ``[i]``.
+    digest. A ``FormatError`` begins with ``[i]`` naming the first bad item
+    (or ``:`` when none is to blame), for the caller to put its name before.
     """
     raw = check_source(source)
     tail = bytes([len(raw)]) + raw
@@ -120,8 +122,8 @@ def entries_from_hex(items: Sequence[object], source: str) -> EntryRun:
         # then the run has exactly len(items) * width bytes only if every
         # character was a hex digit: fromhex skips whitespace, so an item with
         # any would leave the run short, and none can be long.
-        if items and set(map(len, items)) == {2 * DIGEST_SIZE}:  # type: ignore[arg-type]
-            data = bytes.fromhex(_V1.hex() + (tail + _V1).hex().join(items) + tail.hex())  # type: ignore[arg-type]
+        if items and set(map(len, items)) == {2 * DIGEST_SIZE}:
+            data = bytes.fromhex(_V1.hex() + (tail + _V1).hex().join(items) + tail.hex())
             if len(data) == width * len(items):
                 return EntryRun(data, width, len(items))
     except (TypeError, ValueError):
@@ -133,7 +135,7 @@ def entries_from_hex(items: Sequence[object], source: str) -> EntryRun:
             parse_digest_hex(item)
         except FormatError as exc:
             raise FormatError(f"[{i}]: {exc}") from None
-    raise FormatError("no digests" if not items else "the digests are not 64 hex digits each")
+    raise FormatError(": no digests" if not items else ": not 64 hex digits each")
 
 
 def parse_entry(data: bytes) -> Entry:

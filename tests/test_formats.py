@@ -84,7 +84,7 @@ GOOD = "ab" * 32
         ([" " + GOOD[:63], GOOD], 0, "not 64 hex digits"),
         ([GOOD, GOOD[:63] + "\u00e9"], 1, "not 64 hex digits"),
         ([GOOD, GOOD[:62] + "\n\n"], 1, "not 64 hex digits"),
-        ([], None, "no digests"),
+        ([], None, "^: no digests$"),
     ],
 )
 def test_hex_ingest_names_the_first_bad_item(items, bad, why):
