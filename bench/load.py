@@ -51,9 +51,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import psutil
@@ -71,6 +72,7 @@ POLL = 0.025  # seconds between proof polls while waiting for an anchored seal
 MAX_OUTSTANDING = 512  # open loop: requests in flight before the generator counts one as missed
 ANCHOR_TIMEOUT = 30.0  # seconds a sampled entry may take to be anchored before it counts as missed
 MB = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,40 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+async def on_schedule(payloads: Sequence[T], rate: float, run: Run,
+                      one: Callable[[float, T], Awaitable[None]]) -> None:
+    """``one(scheduled, payload)`` for each payload, started at ``rate`` a second whatever the answers.
+
+    An open loop: a request due while MAX_OUTSTANDING are in flight counts as
+    missed; ``run.seconds`` is the span. What any request raised (a wrong
+    answer) is raised here, after the others have ended or timed out.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    tasks: list[asyncio.Task] = []
+    in_flight: set[asyncio.Task] = set()
+    for number, payload in enumerate(payloads):
+        scheduled = start + number / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(in_flight) >= MAX_OUTSTANDING:
+            run.missed += 1
+            continue
+        task = asyncio.create_task(one(scheduled, payload))
+        tasks.append(task)
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight, timeout=60)
+    run.seconds = loop.time() - start
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+
+
 class Ingest:
     """An HTTP producer: one aiohttp session with a connection pool of ``connections``."""
 
@@ -204,8 +240,6 @@ class Ingest:
         # latency counts from the moment a request is due to leave, and the
         # generator's own work does not delay the answers it reads.
         bodies = [entries_body(batch) for _ in range(int(rate * seconds))]
-        start = loop.time() + 0.05
-        in_flight: set[asyncio.Task] = set()
 
         async def one(scheduled: float, body: bytes) -> None:
             last = await self.post(batch, run, body)
@@ -215,20 +249,7 @@ class Ingest:
                 if acked is not None:
                     acked(last, now)
 
-        for number, body in enumerate(bodies):
-            scheduled = start + number / rate
-            delay = scheduled - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(in_flight) >= MAX_OUTSTANDING:
-                run.missed += 1
-                continue
-            task = asyncio.create_task(one(scheduled, body))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=60)
-        run.seconds = loop.time() - start
+        await on_schedule(bodies, rate, run, one)
         return run
 
     async def anchored_within(self, index: int, acked_at: float) -> float | None:
@@ -313,7 +334,6 @@ class RawHttp:
         requests = [self.head + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
         idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         opened: list[asyncio.StreamWriter] = []
-        in_flight: set[asyncio.Task] = set()
 
         async def one(scheduled: float, request: bytes) -> None:
             if idle:
@@ -343,28 +363,11 @@ class RawHttp:
             if acked is not None:
                 acked(entries[-1]["index"], now)
 
-        start = loop.time() + 0.05
         try:
-            for number, request in enumerate(requests):
-                scheduled = start + number / rate
-                delay = scheduled - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if len(in_flight) >= MAX_OUTSTANDING:
-                    run.missed += 1
-                    continue
-                task = asyncio.create_task(one(scheduled, request))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            if in_flight:
-                await asyncio.wait(in_flight, timeout=60)
-            for task in in_flight:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()
+            await on_schedule(requests, rate, run, one)
         finally:
             for writer in opened:
                 writer.close()
-        run.seconds = loop.time() - start
         return run
 
 
