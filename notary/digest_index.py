@@ -60,7 +60,8 @@ def digest_prefix(digest: bytes) -> bytes:
     return bytes(digest[:8])
 
 
-def _text(value: bytes | str) -> str:
+def sql_text(value: bytes | str) -> str:
+    """A TEXT value read with ``text_factory = bytes``, as text."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -93,7 +94,7 @@ class DigestIndex:
 
     def _setup(self) -> None:
         db = self._db
-        mode = _text(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        mode = sql_text(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
         if mode.lower() != "wal":
             raise StoreError(self._unusable(f"it cannot use write-ahead logging (journal mode {mode})"))
         db.execute("PRAGMA synchronous = NORMAL")
@@ -115,7 +116,7 @@ class DigestIndex:
 
     def _check_format(self) -> None:
         try:
-            meta = {_text(k): _text(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+            meta = {sql_text(k): sql_text(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
         except sqlite3.OperationalError:
             raise StoreError(self._unusable("it has no meta table")) from None
         if meta.get("format") != FORMAT_NAME:
@@ -130,7 +131,7 @@ class DigestIndex:
             meta = dict(self._db.execute("SELECT key, value FROM meta WHERE key IN ('indexed', 'root')"))
         except sqlite3.DatabaseError as exc:
             raise StoreError(self._unusable(exc)) from None
-        indexed, root = _text(meta.get(b"indexed", b"")), _text(meta.get(b"root", b""))
+        indexed, root = sql_text(meta.get(b"indexed", b"")), sql_text(meta.get(b"root", b""))
         try:
             return int(indexed), bytes.fromhex(root)
         except ValueError:
@@ -169,8 +170,8 @@ class DigestIndex:
             db.execute("BEGIN IMMEDIATE")
             try:
                 (indexed,) = db.execute("SELECT value FROM meta WHERE key = 'indexed'").fetchone()
-                if _text(indexed) != str(start):
-                    raise StoreError(f"digest index {self.path} covers {_text(indexed)} leaves, not {start}: "
+                if sql_text(indexed) != str(start):
+                    raise StoreError(f"digest index {self.path} covers {sql_text(indexed)} leaves, not {start}: "
                                      "another indexer is writing it")
                 # In key order, each B-tree page is visited once.
                 db.execute(

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from notary import merkle
-from notary.digest_index import EPOCH_BITS, DigestIndex, digest_prefix, index_path
+from notary.digest_index import EPOCH_BITS, DigestIndex, digest_prefix, index_path, sql_text
 from notary.entry import EntryRun
 from notary.errors import StoreError
 
@@ -63,10 +63,6 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tiles (id INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
 CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 """
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _tile_id(level: int, index: int) -> int:
@@ -151,7 +147,7 @@ class LogStore:
         if fresh:
             db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
         if not readonly:
-            mode = _text(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            mode = sql_text(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if mode.lower() != "wal":
                 raise StoreError(f"log store {self.path} cannot use write-ahead logging (journal mode {mode})")
         # FULL: a commit returns only after the WAL is fsynced, so an
@@ -167,7 +163,7 @@ class LogStore:
                     [("format", FORMAT_NAME), ("version", str(FORMAT_VERSION)), ("tile_height", str(TILE_HEIGHT))],
                 )
         try:
-            meta = {_text(k): _text(v) for k, v in db.execute("SELECT key, value FROM meta")}
+            meta = {sql_text(k): sql_text(v) for k, v in db.execute("SELECT key, value FROM meta")}
         except sqlite3.OperationalError:
             raise StoreError(f"{self.path} is not a merkle-notary log store (no meta table)") from None
         if meta.get("format") != FORMAT_NAME:
