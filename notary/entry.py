@@ -10,9 +10,10 @@ verdicts print them for people.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from notary.errors import FormatError
 
@@ -88,15 +89,23 @@ class EntryRun:
         return (data[i * width : (i + 1) * width] for i in range(self.count))
 
     @staticmethod
-    def group(entries: Sequence[bytes]) -> list[EntryRun]:
+    def group(entries: Iterable[bytes]) -> list[EntryRun]:
         """``entries`` as runs of consecutive entries of equal length, in order."""
-        runs: list[EntryRun] = []
-        first = 0
-        for i in range(1, len(entries) + 1):
-            if i == len(entries) or len(entries[i]) != len(entries[first]):
-                runs.append(EntryRun(b"".join(entries[first:i]), len(entries[first]), i - first))
-                first = i
+        runs = []
+        for width, same in itertools.groupby(entries, len):
+            chunk = list(same)
+            runs.append(EntryRun(b"".join(chunk), width, len(chunk)))
         return runs
+
+    @staticmethod
+    def joined(runs: Iterable[EntryRun]) -> list[EntryRun]:
+        """``runs`` with neighbours of equal width made one (a group commit of one source's submissions)."""
+        out = []
+        for width, same in itertools.groupby(runs, lambda run: run.width):
+            chunk = list(same)
+            out.append(chunk[0] if len(chunk) == 1 else
+                       EntryRun(b"".join(r.data for r in chunk), width, sum(r.count for r in chunk)))
+        return out
 
 
 def encode_run(digests: Iterable[bytes], source: str) -> EntryRun:

@@ -69,20 +69,6 @@ def _tile_id(level: int, index: int) -> int:
     return level << _LEVEL_SHIFT | index
 
 
-def _merged(runs: Sequence[EntryRun]) -> list[EntryRun]:
-    """``runs`` with neighbours of equal width joined (a group commit of one source's submissions is one run)."""
-    merged: list[EntryRun] = []
-    i = 0
-    while i < len(runs):
-        j = i + 1
-        while j < len(runs) and runs[j].width == runs[i].width:
-            j += 1
-        merged.append(runs[i] if j == i + 1 else
-                      EntryRun(b"".join(r.data for r in runs[i:j]), runs[i].width, sum(r.count for r in runs[i:j])))
-        i = j
-    return merged
-
-
 def _full_tile_root(buf: bytes, offset: int) -> bytes:
     """Root of the 16 hashes at ``buf[offset:offset + TILE_BYTES]``."""
     hs = [buf[i : i + 32] for i in range(offset, offset + TILE_BYTES, 32)]
@@ -430,7 +416,7 @@ class LogStore:
 
     def append_runs(self, runs: Sequence[EntryRun]) -> int:
         """Append the entries of ``runs``, in order, in one transaction; return the index of the first."""
-        runs = _merged(runs)
+        runs = EntryRun.joined(runs)
         leaf = merkle.leaf_hash
         leaves: list[bytes] = []
         for run in runs:
