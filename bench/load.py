@@ -266,6 +266,15 @@ class Ingest:
         return None
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 answer with a Content-Length."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    if length is None:
+        raise AssertionError(f"answer without Content-Length: {head[:200]!r}")
+    return int(head[9:12]), await reader.readexactly(int(length[1]))
+
+
 class RawHttp:
     """Producers on bare keep-alive HTTP/1.1 connections: single digests (closed loop), batches (open loop).
 
@@ -282,6 +291,9 @@ class RawHttp:
                      f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: ").encode()
 
+    def request(self, body: bytes) -> bytes:
+        return self.head + str(len(body)).encode() + b"\r\n\r\n" + body
+
     async def closed_loop(self, clients: int, seconds: float) -> Run:
         run = Run()
         loop = asyncio.get_running_loop()
@@ -297,13 +309,8 @@ class RawHttp:
                         break
                     body = b'{"digests":["' + os.urandom(32).hex().encode() + b'"]}'
                     t0 = loop.time()
-                    writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
-                    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-                    if length is None:
-                        raise AssertionError(f"answer without Content-Length: {head[:200]!r}")
-                    answer = await reader.readexactly(int(length[1]))
-                    status = int(head[9:12])
+                    writer.write(self.request(body))
+                    status, answer = await read_answer(reader)
                     if status != 200:
                         run.refused[status] = run.refused.get(status, 0) + 1
                         continue
@@ -331,7 +338,7 @@ class RawHttp:
         run = Run()
         loop = asyncio.get_running_loop()
         bodies = [entries_body(batch) for _ in range(int(rate * seconds))]
-        requests = [self.head + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
+        requests = [self.request(body) for body in bodies]
         idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         opened: list[asyncio.StreamWriter] = []
 
@@ -343,14 +350,9 @@ class RawHttp:
                 writer.transport.set_write_buffer_limits(high=1 << 20)
                 opened.append(writer)
             writer.write(request)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
-            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-            if length is None:
-                raise AssertionError(f"answer without Content-Length: {head[:200]!r}")
-            answer = await reader.readexactly(int(length[1]))
+            status, answer = await read_answer(reader)
             now = loop.time()
             idle.append((reader, writer))
-            status = int(head[9:12])
             if status != 200:
                 run.refused[status] = run.refused.get(status, 0) + 1
                 return
