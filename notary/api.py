@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from notary import rangeproof
-from notary.entry import Entry, check_source, entries_from_hex, parse_digest_hex
+from notary.entry import Entry, check_source, entries_from_hex, parse_digest_hex, parse_digest_list
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
 from notary.sequencer import Overloaded
@@ -74,15 +74,10 @@ async def _read_digests(request: web.Request, limits) -> tuple[list[bytes], None
     items, refused = await _read_digest_items(request, limits)
     if refused is not None:
         return None, refused
-    parsed = []
-    for i, d in enumerate(items):
-        try:
-            if not isinstance(d, str):
-                raise FormatError(f"digest {d!r} is not a string")
-            parsed.append(parse_digest_hex(d))
-        except FormatError as exc:
-            return None, (400, f"digests[{i}]: {exc}", "malformed")
-    return parsed, None
+    try:
+        return parse_digest_list(items), None
+    except FormatError as exc:
+        return None, (400, f"digests{exc}", "malformed")
 
 
 def _source_param(request: web.Request) -> str | None:

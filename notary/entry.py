@@ -137,13 +137,7 @@ def entries_from_hex(items: Sequence[Any], source: str) -> EntryRun:
                 return EntryRun(data, width, len(items))
     except (TypeError, ValueError):
         pass
-    for i, item in enumerate(items):  # name the first item that is not a digest
-        if not isinstance(item, str):
-            raise FormatError(f"[{i}]: digest {item!r} is not a string")
-        try:
-            parse_digest_hex(item)
-        except FormatError as exc:
-            raise FormatError(f"[{i}]: {exc}") from None
+    parse_digest_list(items)  # names the first item that is not a digest
     raise FormatError(": no digests" if not items else ": not 64 hex digits each")
 
 
@@ -176,3 +170,16 @@ def parse_digest_hex(text: str) -> bytes:
         shown = text if len(text) <= 80 else text[:77] + "..."
         raise FormatError(f"digest {shown!r} is not 64 hex digits")
     return digest
+
+
+def parse_digest_list(items: Sequence[Any]) -> list[bytes]:
+    """Digests written as 64 hex digits each; a ``FormatError`` beginning ``[i]`` names the first that is not."""
+    digests = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise FormatError(f"[{i}]: digest {item!r} is not a string")
+        try:
+            digests.append(parse_digest_hex(item))
+        except FormatError as exc:
+            raise FormatError(f"[{i}]: {exc}") from None
+    return digests

@@ -18,7 +18,7 @@ from tlog_scales.signing import Vkey
 
 from notary import merkle
 from notary.checkpoint import Checkpoint, parse_checkpoint_text, parse_signed_checkpoint, sign_checkpoint, verify_signed_checkpoint
-from notary.entry import Entry, EntryRun, encode_entries, encode_run, entries_from_hex, parse_digest_hex, parse_entry
+from notary.entry import Entry, EntryRun, encode_entries, encode_run, entries_from_hex, parse_digest_hex, parse_digest_list, parse_entry
 from notary.errors import FormatError, VerificationError
 from notary.note import parse_note, parse_verifier_key, verify_note
 from notary.tlogproof import TlogProof, parse_tlog_proof, verify_tlog_proof
@@ -91,6 +91,10 @@ def test_hex_ingest_names_the_first_bad_item(items, bad, why):
     with pytest.raises(FormatError, match=why) as caught:
         entries_from_hex(items, "app")
     if bad is not None:
+        assert str(caught.value).startswith(f"[{bad}]: ")
+    if bad is not None:  # the lookup endpoint parses its digests one by one, with the same verdict
+        with pytest.raises(FormatError, match=why) as caught:
+            parse_digest_list(items)
         assert str(caught.value).startswith(f"[{bad}]: ")
 
 
