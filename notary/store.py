@@ -569,9 +569,10 @@ class WalCheckpointer:
     Left to SQLite, the commit that takes the WAL past ``wal_autocheckpoint``
     pages does the copy (and its fsync) itself, and every acknowledgement
     waiting on that commit pays for it. A PASSIVE checkpoint takes no write
-    lock: commits go on while it copies. It rarely finishes between two
-    commits under load, so only the writer's own automatic checkpoint lets the
-    WAL start over; that one then finds nearly everything copied already.
+    lock: commits go on while it copies. When one ends between two commits
+    the whole WAL is copied, and the next commit starts it over; called often
+    enough (a few commits' worth of frames a pass), that happens several times
+    a second under load and the writer's own checkpoint never runs.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -254,3 +254,33 @@ def test_checkpointer_copies_the_wal_beside_the_commits_and_the_wal_stays_bounde
     db = sqlite3.connect(path)  # everything reached the database file itself
     assert db.execute("SELECT count(*) FROM entries").fetchone() == (300_000,)
     db.close()
+
+
+def test_checkpointer_alone_starts_the_wal_over_while_commits_keep_coming(tmp_path):
+    """The writer process's checkpoint thread, paced as in the daemon, lets the WAL start over between commits.
+
+    The writer's own automatic checkpoint is off here: were the checkpointer's
+    passes too rare or too long to end between two commits, the WAL would grow
+    by every commit (about 15 pages each, 4,500 in all).
+    """
+    from notary import store_process
+
+    path = tmp_path / "log.db"
+    wal = Path(f"{path}-wal")
+    page = 8192
+    with LogStore(path, create=True, wal_autocheckpoint=0) as store:
+        helpers = store_process._Helpers(path)
+        try:
+            sizes = []
+            for b in range(300):
+                store.append_entries(entries(1000 * b, 1000))
+                sizes.append(wal.stat().st_size)
+                time.sleep(0.005)  # a commit every few milliseconds, as at 140k entries/s
+        finally:
+            helpers.close()
+        assert helpers.checkpoint_failures == 0
+        assert max(sizes) < 1000 * page, f"the WAL grew to {max(sizes) // page} pages: it never started over"
+        assert store.size == 300_000
+        store.verify()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM entries").fetchone() == (300_000,)
