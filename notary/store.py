@@ -69,12 +69,18 @@ def _tile_id(level: int, index: int) -> int:
     return level << _LEVEL_SHIFT | index
 
 
-def _full_tile_root(buf: bytes, offset: int) -> bytes:
-    """Root of the 16 hashes at ``buf[offset:offset + TILE_BYTES]``."""
-    hs = [buf[i : i + 32] for i in range(offset, offset + TILE_BYTES, 32)]
-    while len(hs) > 1:
-        hs = [_sha256(b"\x01" + hs[i] + hs[i + 1]).digest() for i in range(0, len(hs), 2)]
-    return hs[0]
+def _full_tile_roots(buf: bytes) -> list[bytes]:
+    """Roots of the complete tiles in ``buf`` (hashes of one tile level, the first at a tile boundary).
+
+    One tree level at a time across all the tiles: each pair of neighbouring
+    hashes is one slice, so a level is one comprehension (a quarter less CPU
+    than hashing tile by tile; this is about a third of a commit's CPU).
+    """
+    level = buf[: len(buf) - len(buf) % TILE_BYTES]
+    pair = 2 * merkle.HASH_SIZE
+    for _ in range(TILE_HEIGHT):
+        level = b"".join([_sha256(b"\x01" + level[i : i + pair]).digest() for i in range(0, len(level), pair)])
+    return [level[i : i + merkle.HASH_SIZE] for i in range(0, len(level), merkle.HASH_SIZE)]
 
 
 class LogStore:
@@ -486,7 +492,7 @@ class LogStore:
             buf = head + b"".join(nodes)
             for i in range(0, len(buf), TILE_BYTES):
                 rows.append((_tile_id(level, tile_index + i // TILE_BYTES), buf[i : i + TILE_BYTES]))
-            nodes = [_full_tile_root(buf, off) for off in range(0, len(buf) - TILE_BYTES + 1, TILE_BYTES)]
+            nodes = _full_tile_roots(buf)
             start = tile_index
             level += 1
         return rows
@@ -516,7 +522,7 @@ class LogStore:
             children, parents = self._level_hashes(level), self._level_hashes(level + 1)
             for node in range(size >> (TILE_HEIGHT * (level + 1))):
                 group = b"".join(next(children) for _ in range(TILE_WIDTH))
-                if _full_tile_root(group, 0) != next(parents):
+                if _full_tile_roots(group) != [next(parents)]:
                     raise StoreError(
                         f"log store {self.path} is corrupt: the stored hash of leaves "
                         f"[{node << (TILE_HEIGHT * (level + 1))}, {(node + 1) << (TILE_HEIGHT * (level + 1))}) "
