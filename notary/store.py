@@ -74,7 +74,7 @@ def _full_tile_roots(buf: bytes) -> list[bytes]:
 
     One tree level at a time across all the tiles: each pair of neighbouring
     hashes is one slice, so a level is one comprehension (a quarter less CPU
-    than hashing tile by tile; this is about a third of a commit's CPU).
+    than hashing tile by tile, which was about a quarter of a commit's CPU).
     """
     level = buf[: len(buf) - len(buf) % TILE_BYTES]
     pair = 2 * merkle.HASH_SIZE

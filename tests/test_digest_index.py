@@ -284,3 +284,4 @@ def test_checkpointer_alone_starts_the_wal_over_while_commits_keep_coming(tmp_pa
         store.verify()
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM entries").fetchone() == (300_000,)
+    db.close()
