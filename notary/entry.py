@@ -54,8 +54,9 @@ class Entry:
 def encode_entries(digests: Iterable[bytes], source: str) -> list[bytes]:
     """The v1 entries of ``digests``, all from ``source``.
 
-    Ingest encodes a whole submission at once: the source is checked and
-    encoded once, not once a digest (the hot path of the daemon).
+    A whole submission at once: the source is checked and encoded once, not
+    once a digest (the unix socket's ingest, through ``encode_run``; HTTP
+    ingest decodes its hex straight into a run, ``entries_from_hex``).
     """
     raw = check_source(source)
     tail = bytes([len(raw)]) + raw
