@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 
 # Command modules, in the order their commands appear in --help.
@@ -40,14 +42,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`notary status | head -1`): end
+        # quietly, as a command killed by SIGPIPE would. A broken pipe
+        # anywhere else (a socket to the daemon) is a bug and stays loud.
+        if not _stdout_reader_gone():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 128 + 13  # what a shell reports for a command killed by SIGPIPE
     except Exception as exc:  # noqa: BLE001 - every error class below ends here
         if _is_reportable(exc):
             print(f"notary {args.command}: {exc}", file=sys.stderr)
             return getattr(exc, "exit_code", 1)
         raise
+
+
+def _stdout_reader_gone() -> bool:
+    """True when standard output is a pipe (or socket) whose reading end is closed."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real descriptor behind stdout
+        return False
 
 
 def _is_reportable(exc: BaseException) -> bool:
