@@ -212,7 +212,7 @@ def build_app(notary: Notary) -> web.Application:
         anchored = notary.anchorer.latest_anchored
 
         def find(s) -> list[list[int]]:
-            found = [s.find_by_digest(d) for d in digests]
+            found = s.find_by_digests(digests)
             if source is None:
                 return found
             return [[i for i in hits if s.entry(i) == Entry(d, source).encode()] for d, hits in zip(digests, found)]

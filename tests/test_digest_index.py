@@ -61,6 +61,37 @@ def test_lookups_are_complete_before_during_and_after_indexing(tmp_path):
         store.verify()
 
 
+@pytest.mark.parametrize("wanted", [3, 700])  # digests in the statement / looked up in Python
+def test_a_lookup_of_many_digests_scans_the_unindexed_entries_once(tmp_path, wanted):
+    """``find_by_digests`` answers each digest as a search of every entry would, with one pass over the unindexed ones."""
+    rng = random.Random(wanted)
+    log = [Entry(digest(rng.randrange(2500)), rng.choice(["a", "b"])).encode() for _ in range(4000)]  # repeats
+    log += [b"\x02" + digest(7), b"", b"\x01" + digest(8)[:31]]  # not v1, or too short: never found
+    log += [b"\x01" + digest(9)]  # 0x01 || digest with no source: found, as the index finds it
+    log += [Entry(digest(i), "c").encode() for i in range(3000, 3400)]
+    with LogStore(tmp_path / "log.db", create=True) as store:
+        store.append_entries(log)
+        expected: dict[bytes, list[int]] = {}
+        for i, entry in enumerate(log):
+            if entry[:1] == b"\x01" and len(entry) >= 33:
+                expected.setdefault(entry[1:33], []).append(i)
+        pool = [digest(i) for i in range(3500)] + [digest(i, "absent") for i in range(100)]
+        request = rng.sample(pool, wanted - 3) + [digest(7), digest(8), digest(9)]
+        request += request[: wanted // 3]  # the same digest twice in one request
+        rng.shuffle(request)
+        scans = []
+        store._db.set_trace_callback(lambda sql: scans.append(sql) if "FROM entries WHERE idx >=" in sql else None)
+        for limit in (0, 1500, 2000, None):  # unindexed, partly (twice), fully
+            if limit != 0:
+                store.index_pending(limit)
+            scans.clear()
+            answers = store.find_by_digests(request)
+            assert answers == [expected.get(d, []) for d in request], store.indexed
+            assert len(scans) == (store.indexed < store.size), scans
+            assert all(store.find_by_digest(d) == expected.get(d, []) for d in request[:20])
+        assert store.indexed == store.size
+
+
 def test_index_survives_reopen_and_follows_a_readonly_indexer(tmp_path):
     """The daemon's way: the writer appends, a read-only store of the same file indexes behind it."""
     path = tmp_path / "log.db"

@@ -1,0 +1,86 @@
+"""Digest lookups while the digest index lags: one scan for a whole request against one a digest.
+
+    python -m bench.lookup_scan [--entries 300000] [--unindexed 200000] [--repeat 3]
+
+Builds a log of ``--entries`` v1 entries (random digests) in a scratch
+directory, indexes all but the last ``--unindexed`` of them (as after a burst,
+or while a lost index is rebuilt), and times, in this process on a warm page
+cache:
+
+- the baseline: one ``find_by_digest`` call a digest, which is what
+  ``POST /v1/lookup`` did until 2026-12-04 (each call scans the unindexed
+  entries);
+- ``find_by_digests`` for the whole request: the unindexed entries scanned
+  once, with the digests in the SQL statement (up to 500) or looked up in a
+  dict (more).
+
+Half of each request's digests are in the unindexed part, half are absent.
+Best of ``--repeat`` runs a row; the baseline is measured only up to 100
+digests (it grows linearly: the table gives its time a digest). Nothing here
+is asserted by the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from bench.timing import clock
+from notary.entry import encode_run
+from notary.store import LogStore
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = clock()
+        fn()
+        times.append(clock() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=300_000)
+    parser.add_argument("--unindexed", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rng = random.Random(1)
+    scratch = Path(tempfile.mkdtemp(prefix="lookup-scan-"))
+    try:
+        digests = [rng.randbytes(32) for _ in range(args.entries)]
+        with LogStore(scratch / "log.db", create=True) as store:
+            for start in range(0, args.entries, 10_000):
+                store.append_runs([encode_run(digests[start : start + 10_000], "bench")])
+            store.index_pending(args.entries - args.unindexed)
+            print(f"# {platform.python_implementation()} {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+                  f"{os.cpu_count()} CPUs; log of {store.size:,} entries, {store.size - store.indexed:,} not indexed")
+            tail = digests[store.indexed :]
+            print("| digests a request | one call a digest (before) | find_by_digests (one scan) | ratio |")
+            print("| --- | --- | --- | --- |")
+            before_each = 0.0  # seconds a digest, one call each, from the largest request measured so far
+            for k in (1, 10, 100, 1_000, 10_000):
+                request = rng.sample(tail, k // 2) + [rng.randbytes(32) for _ in range(k - k // 2)]
+                answers = store.find_by_digests(request)
+                assert sum(map(len, answers)) == k // 2, "every digest of the unindexed part is found"
+                after = best(lambda: store.find_by_digests(request), args.repeat)
+                if k <= 100:
+                    before = best(lambda: [store.find_by_digest(d) for d in request], args.repeat)
+                    before_each = before / k
+                    row = f"{before * 1e3:,.1f} ms | {after * 1e3:,.1f} ms | {before / after:,.1f}x"
+                else:
+                    row = f"(about {k:,} x {before_each * 1e3:,.1f} ms) | {after * 1e3:,.1f} ms | "
+                    row += f"about {k * before_each / after:,.0f}x"
+                print(f"| {k:,} | {row} |")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
