@@ -337,6 +337,8 @@ class LogStore:
         Every answer is checked against the entry itself.
         """
         wanted = dict.fromkeys(digests)  # each distinct digest once, in order
+        if not wanted:
+            return []
         found: dict[bytes, list[int]] = {d: [] for d in wanted}
         size = self._size
         covered = self._trusted_index_size() if size else 0

@@ -90,6 +90,7 @@ def test_a_lookup_of_many_digests_scans_the_unindexed_entries_once(tmp_path, wan
             assert len(scans) == (store.indexed < store.size), scans
             assert all(store.find_by_digest(d) == expected.get(d, []) for d in request[:20])
         assert store.indexed == store.size
+        assert store.find_by_digests([]) == []
 
 
 def test_index_survives_reopen_and_follows_a_readonly_indexer(tmp_path):
