@@ -344,8 +344,9 @@ class RawHttp:
         """
         run = Run()
         loop = asyncio.get_running_loop()
-        bodies = [entries_body(batch) for _ in range(int(rate * seconds))]
-        requests = [self.request(body) for body in bodies]
+        # Whole requests, made before the clock starts (each body only inside
+        # its request: at 175 requests/s for 30 s, a second copy was 350 MB).
+        requests = [self.request(entries_body(batch)) for _ in range(int(rate * seconds))]
         idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         opened: list[asyncio.StreamWriter] = []
 
