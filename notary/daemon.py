@@ -32,7 +32,7 @@ from notary.metrics import Metrics
 from notary.note import NoteSigner
 from notary.seals import SealDB
 from notary.sealer import Anchorer, Publisher, Sealer, Timestamper
-from notary.sequencer import LogWriter, Overloaded, Sequencer
+from notary.sequencer import DigestFinder, LogWriter, Overloaded, Sequencer
 from notary.tlogproof import TlogProof
 from notary.unix_ingest import serve_unix
 
@@ -51,6 +51,7 @@ class Notary:
         self.writer = LogWriter(config.store_path)
         self.seals = SealDB(config.seals_path)
         self.sequencer = Sequencer(self.writer, config.limits.max_pending_entries)
+        self.finder = DigestFinder(self.writer)
         self._signers = list(signers)
         self.sealer = Sealer(origin=config.origin, writer=self.writer, sequencer=self.sequencer, seals=self.seals,
                              signers=lambda: self._signers, max_entries=config.max_entries, max_age=config.max_age)
@@ -122,7 +123,7 @@ class Notary:
     # -- auditor answers ---------------------------------------------------
 
     async def find(self, digest: bytes) -> list[int]:
-        return await self.writer.lookup(lambda s: s.find_by_digest(digest))
+        return await self.finder.find(digest)
 
     async def wait_anchored(self, index: int) -> None:
         async with self.anchorer.anchored:

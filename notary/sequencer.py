@@ -107,6 +107,50 @@ class LogWriter:
         self._lookups.shutdown()
 
 
+class DigestFinder:
+    """Single-digest lookups (``GET /v1/proof?digest=``), gathered: those that arrive while one runs share the next.
+
+    Each lookup scans the entries the digest index has not reached yet; while
+    the index lags (after a burst, or while a lost index is rebuilt) that is
+    up to the whole log. Lookups waiting together are answered by one
+    ``find_by_digests``, so one scan serves them all instead of one scan
+    each. A lookup never waits for more than the one running before it, and
+    sees every append acknowledged before it was asked.
+    """
+
+    def __init__(self, writer: LogWriter):
+        self._writer = writer
+        self._waiting: dict[bytes, list[asyncio.Future[list[int]]]] = {}
+        self._draining: asyncio.Task | None = None
+        self.batches = 0  # find_by_digests calls made (for tests and metrics)
+
+    async def find(self, digest: bytes) -> list[int]:
+        """Indices of the v1 entries that hold ``digest``, in log order."""
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(digest, []).append(future)
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            digests = list(batch)
+            self.batches += 1
+            try:
+                found = await self._writer.lookup(lambda store: store.find_by_digests(digests))
+            except Exception as exc:  # each waiting request answers with it
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                continue
+            for futures, indices in zip(batch.values(), found):
+                for future in futures:
+                    if not future.done():  # a request whose client went away is cancelled
+                        future.set_result(list(indices))
+
+
 class Sequencer:
     def __init__(self, writer: LogWriter, max_pending: int):
         self._writer = writer
