@@ -14,6 +14,11 @@ cache:
   once, with the digests in the SQL statement (up to 500) or looked up in a
   dict (more).
 
+Then the same for single-digest lookups (``GET /v1/proof?digest=``) that
+arrive together: one ``find_by_digest`` each on the lookup thread, as until
+2026-12-04, against ``DigestFinder``, which gathers those that arrive while
+one runs into the next ``find_by_digests``.
+
 Half of each request's digests are in the unindexed part, half are absent.
 Best of ``--repeat`` runs a row; the baseline is measured only up to 100
 digests (it grows linearly: the table gives its time a digest). Nothing here
@@ -23,16 +28,19 @@ is asserted by the test suite.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import random
 import shutil
 import sqlite3
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.timing import clock
 from notary.entry import encode_run
+from notary.sequencer import DigestFinder
 from notary.store import LogStore
 
 
@@ -43,6 +51,28 @@ def best(fn, repeat: int) -> float:
         fn()
         times.append(clock() - start)
     return min(times)
+
+
+class LookupThread:
+    """What ``LogWriter.lookup`` is: ``fn(store)`` on one thread of its own."""
+
+    def __init__(self, store: LogStore):
+        self.store = store
+        self.thread = ThreadPoolExecutor(max_workers=1)
+
+    async def lookup(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn, self.store)
+
+
+def concurrent_lookups(lookups: LookupThread, digests: list[bytes], gathered: bool) -> float:
+    """Seconds until every one of ``digests``, asked at once, has its answer."""
+    async def run() -> float:
+        finder = DigestFinder(lookups)
+        one = finder.find if gathered else (lambda d: lookups.lookup(lambda s: s.find_by_digest(d)))
+        start = clock()
+        await asyncio.gather(*(one(d) for d in digests))
+        return clock() - start
+    return asyncio.run(run())
 
 
 def main() -> None:
@@ -78,6 +108,15 @@ def main() -> None:
                     row = f"(about {k:,} x {before_each * 1e3:,.1f} ms) | {after * 1e3:,.1f} ms | "
                     row += f"about {k * before_each / after:,.0f}x"
                 print(f"| {k:,} | {row} |")
+            lookups = LookupThread(store)
+            print("\n| single-digest lookups asked at once | one scan each (before) | DigestFinder | ratio |")
+            print("| --- | --- | --- | --- |")
+            for k in (10, 100):
+                digests = rng.sample(tail, k // 2) + [rng.randbytes(32) for _ in range(k - k // 2)]
+                before = min(concurrent_lookups(lookups, digests, False) for _ in range(args.repeat))
+                after = min(concurrent_lookups(lookups, digests, True) for _ in range(args.repeat))
+                print(f"| {k:,} | {before * 1e3:,.1f} ms | {after * 1e3:,.1f} ms | {before / after:,.1f}x |")
+            lookups.thread.shutdown()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
