@@ -122,7 +122,6 @@ class DigestFinder:
         self._writer = writer
         self._waiting: dict[bytes, list[asyncio.Future[list[int]]]] = {}
         self._draining: asyncio.Task | None = None
-        self.batches = 0  # find_by_digests calls made (for tests and metrics)
 
     async def find(self, digest: bytes) -> list[int]:
         """Indices of the v1 entries that hold ``digest``, in log order."""
@@ -136,7 +135,6 @@ class DigestFinder:
         while self._waiting:
             batch, self._waiting = self._waiting, {}
             digests = list(batch)
-            self.batches += 1
             try:
                 found = await self._writer.lookup(lambda store: store.find_by_digests(digests))
             except Exception as exc:  # each waiting request answers with it
