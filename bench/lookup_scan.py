@@ -38,19 +38,15 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.timing import clock
+from bench.timing import clock, time_each
 from notary.entry import encode_run
 from notary.sequencer import DigestFinder
 from notary.store import LogStore
 
 
 def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return min(times)
+    """Seconds of the fastest of ``repeat`` calls of ``fn()``."""
+    return min(time_each(fn, [()] * repeat))
 
 
 class LookupThread:

@@ -336,15 +336,14 @@ class LogStore:
         rebuilt would otherwise scan the unindexed entries 10,000 times.
         Every answer is checked against the entry itself.
         """
-        wanted = dict.fromkeys(digests)  # each distinct digest once, in order
-        if not wanted:
+        found: dict[bytes, list[int]] = {d: [] for d in digests}  # each distinct digest once
+        if not found:
             return []
-        found: dict[bytes, list[int]] = {d: [] for d in wanted}
         size = self._size
         covered = self._trusted_index_size() if size else 0
         if covered:
             index = self._digest_index(writable=False)
-            for digest in wanted:
+            for digest in found:
                 candidates = index.candidates(digest, covered)
                 if candidates:
                     marks = ",".join("?" * len(candidates))
