@@ -10,7 +10,9 @@ or a log bundle, see notary/cli_forensics.py), ``analyse`` decides:
   (for that source). Lines at the top and bottom of the file are looked up
   first; every line that then matches no entry in the span is looked up too,
   and widens the span if it is notarized outside it. A digest notarized several
-  times (an empty line, a repeated message) never sets the span by itself.
+  times (an empty line, a repeated message) never sets the span by itself;
+  such lines at the top or bottom of the file extend it over the source's
+  entries just past its edges while those hold exactly them, in order.
 - **matching**: lines are matched to the span's entries by digest, in file
   order, each entry to at most one line (equal lines take equal entries in log
   order).
@@ -44,6 +46,7 @@ TAMPERING = frozenset({ALTERED, INSERTED, DELETED, SWAPPED, MOVED})
 
 SAMPLE = 1024  # lines looked up at each end of the file to find the span
 MAX_ROUNDS = 8  # span widenings; each needs a line notarized outside the previous span
+EDGE_WINDOW = 65_536  # indices fetched past each edge of the span for the lines that repeat a record (_edges)
 
 
 class EntryIndex(Protocol):
@@ -124,7 +127,62 @@ def analyse(digests: Sequence[bytes], index: EntryIndex) -> Report:
         if wider == span:
             break
         span = wider
+    if span is not None:
+        edges = _edges(digests, matched, span, known, index)
+        if edges != span:
+            span = edges
+            matched, unassigned = _assign(digests, index.entries(*span))
     return _classify(digests, matched, unassigned, span, known, index.size)
+
+
+def _edges(digests: Sequence[bytes], matched: Sequence[int | None], span: tuple[int, int],
+           known: dict[bytes, list[int]], index: EntryIndex) -> tuple[int, int]:
+    """The span grown over the file's first and last lines that repeat a notarized record.
+
+    A digest notarized several times never sets the span, so a file that
+    begins or ends with such lines (a blank line, a repeated heartbeat) would
+    show them as inserted although each is the source's very next entry past
+    the span's edge. Those lines extend the span when, and only as far as, the
+    source's entries just past the edge hold exactly their digests, in order:
+    the lookups only say how far to fetch (at most EDGE_WINDOW indices a
+    side); the verified entries decide.
+    """
+    start, end = span
+    first = next((p for p, i in enumerate(matched) if i == start), None)  # the lines at the span's edges
+    last = next((p for p, i in enumerate(matched) if i == end - 1), None)
+    head = [digests[p] for p in reversed(range(first))] if first is not None else []  # nearest the edge first
+    tail = [digests[p] for p in range(last + 1, len(digests))] if last is not None else []
+    missing = list({d for d in chain(head, tail) if d not in known})
+    if missing:
+        known.update(index.lookup(missing))
+    hits = {d: sorted(known.get(d) or ()) for d in set(chain(head, tail))}  # a liar's answer may be unordered
+    if tail:
+        reach = end
+        for d in tail:
+            at = hits[d]
+            k = bisect.bisect_left(at, reach)  # the first occurrence at or past the edge so far
+            if k == len(at) or at[k] >= min(index.size, end + EDGE_WINDOW):
+                break
+            reach = at[k] + 1
+        if reach > end:
+            for (i, d), want in zip(index.entries(end, reach), tail):
+                if d != want:
+                    break
+                end = i + 1
+    if head:
+        reach = start
+        for d in head:
+            at = hits[d]
+            k = bisect.bisect_left(at, reach) - 1  # the last occurrence before the edge so far
+            if k < 0 or at[k] < max(0, start - EDGE_WINDOW):
+                break
+            reach = at[k]
+        if reach < start:
+            for (i, d), want in zip(reversed(index.entries(reach, start)), head):
+                if d != want:
+                    break
+                start = i
+    return start, end
 
 
 def _assign(digests: Sequence[bytes], entries: Iterable[tuple[int, bytes]]) -> tuple[list[int | None], list[int]]:

@@ -15,6 +15,8 @@ from tests.support import SoftwareSigner
 LINES = [f"2026-11-21T10:00:{i:02d}Z app[42]: user=u{i} action={'login' if i % 3 else 'logout'}" for i in range(40)]
 LINES[20] = ""  # an empty line and a repeated one are records too
 LINES[31] = LINES[30]
+LINES[0] = LINES[20]  # and the file begins and ends with such lines, which never set the span by themselves
+LINES[-1] = LINES[30]
 
 
 @pytest.fixture(scope="module")

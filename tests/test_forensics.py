@@ -1,0 +1,210 @@
+"""``forensics.analyse`` trusts only verified entries: a notary that lies in its lookups cannot make a file look clean.
+
+``notary verify-log`` asks the notary which indices hold a line's digest
+(``EntryIndex.lookup``) to choose the span of the log a file should account
+for, and those answers come with no proof. Only ``EntryIndex.entries`` is
+verified (a range proof against the signed checkpoint). These tests run
+``analyse`` against an index whose ``entries`` are the truth and whose
+``lookup`` lies in every way we could think of, and check what an auditor
+relies on: a CLEAN verdict means the file is exactly the source's entries of
+the reported span, in order, and every line reported notarized sits on an
+entry that holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from notary import forensics
+
+SOURCE, OTHER = "app", "other"
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+class Log:
+    """A log of (index, digest, source) records; ``size`` of them are under the verified checkpoint."""
+
+    def __init__(self, records: list[tuple[bytes, str]], size: int):
+        self.records = records
+        self.size = size
+
+    def source_entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        return [(i, d) for i, (d, s) in enumerate(self.records[:self.size]) if start <= i < end and s == SOURCE]
+
+    def true_lookup(self, digests: Sequence[bytes]) -> dict[bytes, list[int]]:
+        return {d: [i for i, (e, s) in enumerate(self.records) if e == d and s == SOURCE] for d in digests}
+
+
+class Index:
+    """``entries`` tells the truth (it is range-proven in real use); ``lookup`` answers whatever ``lie`` says."""
+
+    def __init__(self, log: Log, lie: Callable[[bytes, list[int]], list[int]]):
+        self.log, self.lie, self.size = log, lie, log.size
+
+    def lookup(self, digests: Sequence[bytes]) -> dict[bytes, list[int]]:
+        truth = self.log.true_lookup(digests)
+        return {d: self.lie(d, truth[d]) for d in digests}
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        return self.log.source_entries(start, end)
+
+
+def honest(_digest: bytes, hits: list[int]) -> list[int]:
+    return hits
+
+
+def liars(rng: random.Random, log: Log) -> dict[str, Callable[[bytes, list[int]], list[int]]]:
+    n = len(log.records)
+    return {
+        "denies everything": lambda d, hits: [],
+        "claims everything is past the checkpoint": lambda d, hits: [log.size + rng.randrange(100)],
+        "answers random indices": lambda d, hits: sorted(rng.sample(range(n), rng.randrange(3))),
+        "hides some answers": lambda d, hits: hits if rng.random() < 0.5 else [],
+        "moves answers by one": lambda d, hits: [i + rng.choice((-1, 1)) for i in hits if 0 < i < n - 1],
+        "points every digest at the first entry": lambda d, hits: [0],
+        "mixes truth and lies": lambda d, hits: sorted(set(hits) | {rng.randrange(n)}) if rng.random() < 0.5 else hits,
+    }
+
+
+def tamper(rng: random.Random, lines: list[str]) -> tuple[str, list[str]]:
+    lines = list(lines)
+    kind = rng.choice(["none", "edit", "delete", "insert", "swap", "move", "duplicate", "truncate"])
+    p = rng.randrange(len(lines))
+    if kind == "edit":
+        lines[p] += " (edited)"
+    elif kind == "delete" and len(lines) > 1:
+        del lines[p]
+    elif kind == "insert":
+        lines.insert(p, f"forged line {rng.random()}")
+    elif kind == "swap" and p + 1 < len(lines):
+        lines[p], lines[p + 1] = lines[p + 1], lines[p]
+    elif kind == "move":
+        lines.insert(rng.randrange(len(lines)), lines.pop(p))
+    elif kind == "duplicate":
+        lines.insert(p, lines[p])
+    elif kind == "truncate" and len(lines) > 2:
+        lines = lines[: rng.randrange(1, len(lines))]
+    return kind, lines
+
+
+def make_log(rng: random.Random) -> tuple[Log, list[str], int]:
+    """A log mixing two sources, with repeated and empty lines; the file is the source's records from ``first`` on."""
+    texts = [f"rec {i} {rng.choice(['login', 'logout', 'read'])}" for i in range(rng.randrange(5, 40))]
+    for _ in range(rng.randrange(3)):
+        texts[rng.randrange(len(texts))] = ""  # an empty line is a record too
+    if rng.random() < 0.5:
+        texts.append(texts[rng.randrange(len(texts))])  # a repeated record
+    records: list[tuple[bytes, str]] = [(digest(f"before {i}"), SOURCE) for i in range(rng.randrange(3))]
+    first = len(records)
+    for text in texts:
+        records.append((digest(text), SOURCE))
+        if rng.random() < 0.3:
+            records.append((digest(f"other {rng.random()}"), OTHER))
+    records += [(digest(f"after {i}"), SOURCE) for i in range(rng.randrange(3))]
+    size = len(records) - rng.randrange(3)  # the last few may be past the verified checkpoint
+    return Log(records, size), texts, first
+
+
+def check_sound(log: Log, digests: list[bytes], report: forensics.Report) -> None:
+    """What a verdict promises, whatever the lookups said."""
+    truth = dict(log.source_entries(0, log.size))
+    for p, status in enumerate(report.status):
+        if status in (forensics.NOTARIZED, forensics.REORDERED):
+            assert truth.get(report.index[p]) == digests[p], f"line {p + 1} was reported at an entry that does not hold it"
+    if not report.findings:  # CLEAN
+        assert report.span is not None
+        assert [d for _, d in log.source_entries(*report.span)] == digests, "CLEAN for a file that is not the span"
+        assert report.span[1] <= log.size
+
+
+def is_sealed_run(log: Log, digests: list[bytes]) -> bool:
+    """Whether the file is the source's sealed entries from one of them on, in order, with a line notarized once."""
+    mine = [d for _, d in log.source_entries(0, log.size)]
+    counts = {d: sum(e == d for e, s in log.records if s == SOURCE) for d in digests}
+    if not any(c == 1 for c in counts.values()):
+        return False  # nothing sets the span: nothing to call clean
+    return any(mine[k : k + len(digests)] == digests for k in range(len(mine) - len(digests) + 1))
+
+
+def test_a_lying_lookup_never_makes_a_file_clean_that_is_not_the_source_entries_of_its_span():
+    rng = random.Random(20261204)
+    verdicts: dict[tuple[str, str], set[str]] = {}
+    for _ in range(400):
+        log, texts, _ = make_log(rng)
+        kind, lines = tamper(rng, texts)
+        digests = [digest(line) for line in lines]
+        for name, lie in {"honest": honest, **liars(rng, log)}.items():
+            report = forensics.analyse(digests, Index(log, lie))
+            check_sound(log, digests, report)
+            verdict = "tampered" if report.tampered else "pending" if report.pending else "clean"
+            verdicts.setdefault((name, kind), set()).add(verdict)
+    # The lies did change verdicts, so the check above had something to judge.
+    assert verdicts[("denies everything", "none")] == {"tampered"}
+    assert "pending" in verdicts[("claims everything is past the checkpoint", "edit")]
+    assert "clean" in verdicts[("honest", "none")]
+
+
+def test_an_honest_index_calls_a_file_clean_exactly_when_it_is_a_run_of_the_source_sealed_entries():
+    """Whatever was done to the file: an edit, a deletion, an insertion, a swap, a move, a duplicated or a cut-off line."""
+    rng = random.Random(4)
+    seen: dict[tuple[str, bool], int] = {}
+    for _ in range(1500):
+        log, texts, _ = make_log(rng)
+        kind, lines = tamper(rng, texts)
+        digests = [digest(line) for line in lines]
+        report = forensics.analyse(digests, Index(log, honest))
+        check_sound(log, digests, report)
+        expected = is_sealed_run(log, digests)
+        assert (not report.findings) == expected, (kind, lines, [f.message for f in report.findings])
+        seen[(kind, expected)] = seen.get((kind, expected), 0) + 1
+    for kind in ("edit", "delete", "insert", "swap", "move", "duplicate"):  # each was caught at least once
+        assert seen.get((kind, False), 0) > 10, (kind, seen)
+
+
+@pytest.mark.parametrize("where", ["end", "start", "both"])
+def test_a_file_that_begins_or_ends_with_repeated_records_is_clean(where):
+    """A blank line or a repeated heartbeat never sets the span; at the file's edges it must still count as notarized."""
+    texts = [f"rec {i}" for i in range(10)]
+    heartbeat = "-- MARK --"
+    body = ["", heartbeat, *texts[:5], heartbeat, "", *texts[5:], heartbeat, ""]
+    file_lines = {"end": body[2:], "start": body[:-2], "both": body}[where]
+    records: list[tuple[bytes, str]] = []
+    for i, text in enumerate(body):
+        records.append((digest(text), SOURCE))
+        records.append((digest(f"other {i}"), OTHER))  # another source in between
+    records += [(digest(heartbeat), SOURCE), (digest(""), SOURCE)]  # and the same records again later
+    log = Log(records, len(records))
+    digests = [digest(t) for t in file_lines]
+    report = forensics.analyse(digests, Index(log, honest))
+    assert not report.findings, [f.message for f in report.findings]
+    assert [d for _, d in log.source_entries(*report.span)] == digests
+    # One more repeated line at the end that is not the source's next record is still an insertion.
+    report = forensics.analyse(digests + [digest("")], Index(log, honest))
+    assert [f.kind for f in report.findings] == ["inserted"]
+
+
+def test_a_claim_past_the_checkpoint_can_only_make_a_line_pending_never_notarized():
+    """The one lie ``analyse`` cannot catch: 'sealed later'. It costs the verdict CLEAN, never earns it."""
+    rng = random.Random(7)
+    log, texts, _ = make_log(rng)
+    log.size = len(log.records)
+    lines = list(texts)
+    lines.insert(len(lines) // 2, "forged line")
+    forged = digest("forged line")
+    digests = [digest(t) for t in lines]
+    assert forensics.analyse(digests, Index(log, honest)).tampered
+
+    def past_checkpoint_for_the_forgery(d: bytes, hits: list[int]) -> list[int]:
+        return [log.size + 5] if d == forged else hits
+
+    report = forensics.analyse(digests, Index(log, past_checkpoint_for_the_forgery))
+    assert report.status[lines.index("forged line")] == forensics.PENDING
+    assert report.pending and not report.tampered  # INCOMPLETE (exit 10), not CLEAN
+    check_sound(log, digests, report)
