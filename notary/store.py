@@ -56,6 +56,11 @@ _PAGE_SIZE = 8192  # fits 15 full tiles a page; the 4 KiB default wastes one til
 # comes back to Python once and is looked up in a dict.
 _SCAN_IN_SQL_MAX = 500
 _MIN_SLICED_RUN = 8  # entries in a run worth one INSERT that slices its blob (below: a row at a time)
+# verify() reads this many entries (or this many leaves' worth of tiles) a
+# statement. Each statement is a read transaction of its own, so a check
+# beside a running daemon never holds one snapshot for minutes: the WAL
+# checkpointer gets past it, and the WAL does not grow with the ingest.
+_VERIFY_PAGE = 16_384
 DEFAULT_TILE_CACHE = 4096  # complete tiles kept in memory: 2 MiB
 _CACHED_LEVEL = 2 * TILE_HEIGHT  # subtree hashes this high or higher are memoized
 DEFAULT_NODE_CACHE = 1 << 17  # memoized subtree hashes: about 20 MiB at most
@@ -535,9 +540,14 @@ class LogStore:
         that is not the hash of its children, or a digest index that misses
         or misplaces an entry. O(n) time, constant memory.
         Returns the number of leaves checked.
+
+        Safe beside a daemon appending to the store: it checks the tree of
+        the size the store had when opened (or last refreshed), whose rows
+        never change, and reads them in short statements (``_VERIFY_PAGE``).
         """
         size = self._size
-        rows = self._db.execute("SELECT idx, entry FROM entries WHERE idx < ? ORDER BY idx", (size,))
+        rows = self._paged("SELECT idx, entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                           0, size, _VERIFY_PAGE)
         leaves = self._level_hashes(0)
         position = 0
         for index, entry in rows:
@@ -562,10 +572,12 @@ class LogStore:
 
     def _verify_index(self) -> None:
         """The digest index must hold exactly the v1 entries below its boundary, each under its digest."""
-        covered = self._trusted_index_size()
-        if not covered:
-            return
         index = self._digest_index(writable=False)
+        if index is not None and index.state()[0] > self._size:
+            self.refresh()  # a running daemon indexed past the size this check started at
+        covered = self._trusted_index_size()
+        if not covered or index is None:
+            return
         for epoch in range(((covered - 1) >> EPOCH_BITS) + 1):
             first, end = epoch << EPOCH_BITS, min(covered, (epoch + 1) << EPOCH_BITS)
             rows = self._db.execute("SELECT idx, entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (first, end))
@@ -578,13 +590,22 @@ class LogStore:
                     "(entry, digest prefix) there. It is derived from the log: move it aside and it is rebuilt")
 
     def _level_hashes(self, level: int) -> Iterator[bytes]:
-        """Every hash of a tile level, in order, streamed."""
-        rows = self._db.execute(
-            "SELECT hashes FROM tiles WHERE id >= ? AND id < ? ORDER BY id",
-            (_tile_id(level, 0), _tile_id(level + 1, 0)))
+        """Every hash of a tile level, in order, streamed (a page of tiles a statement)."""
+        tiles = -(-(self._size >> (TILE_HEIGHT * level)) // TILE_WIDTH)  # those of the tree of this size
+        rows = self._paged("SELECT hashes FROM tiles WHERE id >= ? AND id < ? ORDER BY id",
+                           _tile_id(level, 0), _tile_id(level, tiles), _VERIFY_PAGE // TILE_WIDTH)
         for (data,) in rows:
             for i in range(0, len(data), merkle.HASH_SIZE):
                 yield data[i : i + merkle.HASH_SIZE]
+
+    def _paged(self, sql: str, start: int, end: int, page: int) -> Iterator[tuple]:
+        """The rows of ``sql`` (keys in [?1, ?2)) for keys in [start, end), one statement of ``page`` keys at a time.
+
+        Each page is read to the end before it is handed out, so no statement
+        (and no read transaction) stays open while the caller works.
+        """
+        for first in range(start, end, page):
+            yield from self._db.execute(sql, (first, min(end, first + page))).fetchall()
 
     def close(self) -> None:
         if self._index is not None:

@@ -319,3 +319,57 @@ def test_checkpointer_alone_starts_the_wal_over_while_commits_keep_coming(tmp_pa
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM entries").fetchone() == (300_000,)
     db.close()
+
+
+def test_verify_beside_a_writer_never_holds_the_wal_and_checks_the_tree_it_started_with(tmp_path, monkeypatch):
+    """``notary check-store`` on a live daemon: the writer's checkpoints get past it, so the WAL cannot grow with the ingest."""
+    import notary.store
+
+    path = tmp_path / "log.db"
+    writer = LogStore(path, create=True)
+    writer.append_entries(entries(0, 6000))
+    monkeypatch.setattr(notary.store, "_VERIFY_PAGE", 512, raising=False)
+    checker = LogStore(path, readonly=True)
+    leaf_hash, calls, checkpoints = notary.store.merkle.leaf_hash, [0], []
+
+    def leaf_hash_and_meanwhile_append(data: bytes) -> bytes:
+        calls[0] += 1
+        if calls[0] % 1000 == 0 and writer.size < 30_000:  # the daemon appends while the check runs
+            monkeypatch.setattr(notary.store.merkle, "leaf_hash", leaf_hash)
+            writer.append_entries(entries(writer.size, 2000))
+            checkpoints.append(writer._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+            monkeypatch.setattr(notary.store.merkle, "leaf_hash", leaf_hash_and_meanwhile_append)
+        return leaf_hash(data)
+
+    monkeypatch.setattr(notary.store.merkle, "leaf_hash", leaf_hash_and_meanwhile_append)
+    try:
+        assert checker.verify() == 6000
+    finally:
+        monkeypatch.setattr(notary.store.merkle, "leaf_hash", leaf_hash)
+        checker.close()
+    assert len(checkpoints) >= 5
+    # (busy, WAL frames, frames copied): a reader holding one snapshot through the check makes these busy.
+    assert all(busy == 0 for busy, _, _ in checkpoints), checkpoints
+    assert os.path.getsize(f"{path}-wal") == 0
+    with LogStore(path, readonly=True) as again:
+        assert again.verify() == writer.size
+    writer.close()
+
+
+def test_verify_checks_an_index_that_a_running_daemon_moved_past_the_size_it_started_with(tmp_path):
+    path = tmp_path / "log.db"
+    with LogStore(path, create=True) as store:
+        store.append_entries(entries(0, 3000))
+    checker = LogStore(path, readonly=True)  # opened at 3000 entries
+    with LogStore(path) as store:  # then the daemon appends and indexes on
+        store.append_entries(entries(3000, 1000))
+        store.index_pending()
+    db = sqlite3.connect(index_path(path))
+    db.execute("DELETE FROM digests WHERE idx = 1234")
+    db.commit()
+    db.close()
+    try:
+        with pytest.raises(StoreError, match=r"digest index .* is damaged: .*should index \(1234,"):
+            checker.verify()
+    finally:
+        checker.close()

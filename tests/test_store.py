@@ -280,6 +280,32 @@ def test_check_store_command(tmp_path, capsys):
     assert "entry 7 does not match its stored leaf hash" in capsys.readouterr().err
 
 
+def test_the_weekly_check_unit_checks_the_daemon_data_dir_as_its_user():
+    import shlex
+
+    from notary.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1] / "config"
+
+    def settings(name: str) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for line in (root / name).read_text().replace("\\\n", " ").splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                found.setdefault(key, []).append(value)
+        return found
+
+    daemon, check, timer = (settings(name) for name in ("merkle-notary.service", "merkle-notary-check.service",
+                                                        "merkle-notary-check.timer"))
+    command = shlex.split(check["ExecStart"][0])
+    args = build_parser().parse_args(command[1:])
+    assert command[0] == shlex.split(daemon["ExecStart"][0])[0]  # the daemon's own installation
+    assert args.command == "check-store" and args.data_dir == Path("/var/lib") / daemon["StateDirectory"][0]
+    assert check["User"] == daemon["User"] and check["Type"] == ["oneshot"]
+    assert check["ReadWritePaths"] == daemon["ReadWritePaths"]  # SQLite writes log.db-shm to read beside the writer
+    assert timer["OnCalendar"] == ["Sun *-*-* 04:00:00 UTC"] and timer["Persistent"] == ["yes"]
+
+
 @pytest.mark.parametrize("shape", ["one run", "a few runs", "every length differs"])
 def test_entries_of_mixed_lengths_read_back_exactly(tmp_path, shape):
     """Appends insert runs of equal length as one statement, or row by row when runs are short: same result."""

@@ -207,3 +207,40 @@ def test_daemon_stops_when_its_store_writer_dies(daemon_factory):
     assert d.stop() == 0
     with LogStore(d.data_dir / "log.db") as store:
         assert store.size >= 3
+
+
+def test_check_store_beside_a_daemon_under_ingest_finds_nothing_wrong(daemon_factory, capsys):
+    """``notary check-store`` is scheduled on live hosts (config/merkle-notary-check.timer): no false alarm while seals land."""
+    import threading
+    import time
+
+    from notary.cli import main
+
+    d = daemon_factory("live-check", max_age=0.05, max_entries=300).start()
+    client = d.client()
+    client.submit(digests(2000, "live-check-0"), wait_sealed=True)
+    stop, sent, errors = threading.Event(), [0], []
+
+    def ingest() -> None:
+        try:
+            while not stop.is_set():
+                client.submit(digests(200, f"live-check-{sent[0] + 1}"))
+                sent[0] += 1
+        except Exception as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    try:
+        results = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline or len(results) < 3:
+            results.append(main(["check-store", str(d.data_dir)]))
+    finally:
+        stop.set()
+        thread.join()
+    out = capsys.readouterr().out
+    assert not errors and sent[0] > 5
+    assert results == [0] * len(results), out
+    assert out.count("OK: ") == len(results) and "seals agree with the log" in out
+    assert d.stop() == 0
