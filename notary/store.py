@@ -127,8 +127,12 @@ class LogStore:
         self._db.text_factory = bytes
         try:
             self._setup(create, readonly)
-            self._size = self._read_size()
-            self._check_shape(self._size)
+            self._db.execute("BEGIN")  # one snapshot: a writer beside us may commit between the two
+            try:
+                self._size = self._read_size()
+                self._check_shape(self._size)
+            finally:
+                self._db.execute("COMMIT")
             if self._version == _UPGRADABLE_VERSION and not readonly:
                 self._upgrade()
             if wal_autocheckpoint is not None and not readonly:
@@ -573,10 +577,18 @@ class LogStore:
     def _verify_index(self) -> None:
         """The digest index must hold exactly the v1 entries below its boundary, each under its digest."""
         index = self._digest_index(writable=False)
-        if index is not None and index.state()[0] > self._size:
-            self.refresh()  # a running daemon indexed past the size this check started at
-        covered = self._trusted_index_size()
-        if not covered or index is None:
+        if index is None:
+            return
+        # One reading of the boundary: a running daemon moves it on meanwhile,
+        # and the rows below any boundary it had never change.
+        covered, root = index.state()
+        if covered == 0:
+            return
+        if covered > self._size:
+            self.refresh()  # it indexed past the size this check started at
+        if covered > self._size or self.tree_hash(covered) != root:
+            log.warning("digest index %s covers %d leaves with root %s, which is not this log (%d leaves): "
+                        "not checked; the next indexing rebuilds it", self.index_path, covered, root.hex(), self._size)
             return
         for epoch in range(((covered - 1) >> EPOCH_BITS) + 1):
             first, end = epoch << EPOCH_BITS, min(covered, (epoch + 1) << EPOCH_BITS)
@@ -590,13 +602,26 @@ class LogStore:
                     "(entry, digest prefix) there. It is derived from the log: move it aside and it is rebuilt")
 
     def _level_hashes(self, level: int) -> Iterator[bytes]:
-        """Every hash of a tile level, in order, streamed (a page of tiles a statement)."""
-        tiles = -(-(self._size >> (TILE_HEIGHT * level)) // TILE_WIDTH)  # those of the tree of this size
-        rows = self._paged("SELECT hashes FROM tiles WHERE id >= ? AND id < ? ORDER BY id",
+        """Every hash of a tile level of the tree of this size, in order, streamed (a page of tiles a statement).
+
+        A missing tile, or a short one before the last, is a corrupt store. The
+        last tile may hold more hashes than this size has: a writer beside us
+        extends it.
+        """
+        tiles = -(-(self._size >> (TILE_HEIGHT * level)) // TILE_WIDTH)
+        rows = self._paged("SELECT id, hashes FROM tiles WHERE id >= ? AND id < ? ORDER BY id",
                            _tile_id(level, 0), _tile_id(level, tiles), _VERIFY_PAGE // TILE_WIDTH)
-        for (data,) in rows:
+        expected = 0
+        for tid, data in rows:
+            if tid != _tile_id(level, expected) or (expected < tiles - 1 and len(data) != TILE_BYTES):
+                break
+            expected += 1
             for i in range(0, len(data), merkle.HASH_SIZE):
                 yield data[i : i + merkle.HASH_SIZE]
+        if expected < tiles:
+            raise StoreError(f"log store {self.path} is corrupt: tile {expected} of level {level} is missing or "
+                             f"short (a tree of {self._size} leaves has {tiles} tiles there, each but the last "
+                             f"{TILE_WIDTH} hashes)")
 
     def _paged(self, sql: str, start: int, end: int, page: int) -> Iterator[tuple]:
         """The rows of ``sql`` (keys in [?1, ?2)) for keys in [start, end), one statement of ``page`` keys at a time.

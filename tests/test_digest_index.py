@@ -373,3 +373,33 @@ def test_verify_checks_an_index_that_a_running_daemon_moved_past_the_size_it_sta
             checker.verify()
     finally:
         checker.close()
+
+
+def test_verify_checks_the_index_even_when_the_daemon_indexes_on_while_it_looks(tmp_path, caplog):
+    path = tmp_path / "log.db"
+    writer = LogStore(path, create=True)
+    writer.append_entries(entries(0, 1000))
+    writer.index_pending()
+    checker = LogStore(path, readonly=True)  # opened at 1000 entries
+    writer.append_entries(entries(1000, 1000))
+    writer.index_pending()
+    refresh = checker.refresh
+
+    def refresh_then_more() -> int:
+        size = refresh()
+        writer.append_entries(entries(writer.size, 1000))  # and again, right after the check caught up
+        writer.index_pending()
+        return size
+
+    checker.refresh = refresh_then_more
+    db = sqlite3.connect(index_path(path))
+    db.execute("DELETE FROM digests WHERE idx = 1500")
+    db.commit()
+    db.close()
+    try:
+        with pytest.raises(StoreError, match=r"digest index .* is damaged: .*should index \(1500,"):
+            checker.verify()
+        assert "not this log" not in caplog.text
+    finally:
+        checker.close()
+        writer.close()

@@ -344,3 +344,35 @@ def test_empty_entries_append_as_a_run(tmp_path):
         store.append_entries(batch)
         assert store.entries(0, store.size) == dict(enumerate(batch))
         assert store.tree_hash() == ReferenceTree(batch).root(len(batch))
+
+
+@pytest.mark.parametrize("damage", ["DELETE FROM tiles WHERE id = 47",
+                                    "UPDATE tiles SET hashes = substr(hashes, 1, 64) WHERE id = 2"])
+def test_verify_names_a_missing_or_short_tile(tmp_path, damage):
+    """A tile gone from the middle of a level (with no entries to notice it first) is a clear error, not a traceback."""
+    path = tmp_path / "log.db"
+    with LogStore(path, create=True) as store:  # leaf hashes only: verify reads the tiles alone
+        store.append_leaf_hashes([merkle.leaf_hash(b"%d" % i) for i in range(16 * 48 + 5)])
+    _corrupt(path, damage)
+    with LogStore(path) as store:
+        with pytest.raises(StoreError, match=r"corrupt: tile \d+ of level 0 is missing or short"):
+            store.verify()
+
+
+def test_opening_beside_a_writer_reads_one_snapshot(tmp_path, monkeypatch):
+    """The size and the shape of the tiles are read together: an append between them is no 'corrupt' store."""
+    path = tmp_path / "log.db"
+    writer = LogStore(path, create=True)
+    writer.append_entries([b"e%d" % i for i in range(100)])
+    read_size = LogStore._read_size
+
+    def size_then_an_append(self):
+        size = read_size(self)
+        if self is not writer:
+            writer.append_entries([b"x"])  # the daemon commits right after the size was read
+        return size
+
+    monkeypatch.setattr(LogStore, "_read_size", size_then_an_append)
+    with LogStore(path, readonly=True) as reader:
+        assert reader.size == 100
+    writer.close()
