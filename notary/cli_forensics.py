@@ -113,7 +113,12 @@ class DaemonIndex:
             chunk = digests[start : start + LOOKUPS_PER_REQUEST]
             answer = self.client.lookup(chunk, self.source)["indices"]
             if not isinstance(answer, list) or len(answer) != len(chunk):
-                raise ClientError(f"lookup: the notary answered {len(answer)} results for {len(chunk)} digests")
+                count = len(answer) if isinstance(answer, list) else "no list of"
+                raise ClientError(f"lookup: the notary answered {count} results for {len(chunk)} digests")
+            for digest, hits in zip(chunk, answer):
+                if not isinstance(hits, list) or not all(type(i) is int and i >= 0 for i in hits):
+                    raise ClientError(f"lookup: the notary's answer for digest {digest.hex()} is not a list of "
+                                      f"indices: {str(hits)[:80]}")
             found.update(zip(chunk, answer))
         return found
 

@@ -35,7 +35,7 @@ Pure: all I/O is behind ``EntryIndex``.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Protocol
@@ -46,7 +46,7 @@ TAMPERING = frozenset({ALTERED, INSERTED, DELETED, SWAPPED, MOVED})
 
 SAMPLE = 1024  # lines looked up at each end of the file to find the span
 MAX_ROUNDS = 8  # span widenings; each needs a line notarized outside the previous span
-EDGE_WINDOW = 65_536  # indices fetched past each edge of the span for the lines that repeat a record (_edges)
+EDGE_WINDOW = 65_536  # indices fetched past each edge of the span at least, for the lines that repeat a record (_edges)
 
 
 class EntryIndex(Protocol):
@@ -108,7 +108,7 @@ def analyse(digests: Sequence[bytes], index: EntryIndex) -> Report:
     def widen(span: tuple[int, int] | None, positions: Iterable[int]) -> tuple[int, int] | None:
         for p in positions:
             hits = known.get(digests[p])
-            if hits and len(hits) == 1 and hits[0] < index.size:
+            if hits and len(hits) == 1 and 0 <= hits[0] < index.size:
                 i = hits[0]
                 span = (i, i + 1) if span is None else (min(span[0], i), max(span[1], i + 1))
         return span
@@ -118,71 +118,83 @@ def analyse(digests: Sequence[bytes], index: EntryIndex) -> Report:
     span = widen(None, ends)
     matched: list[int | None] = [None] * n
     unassigned: list[int] = []
+    entries: list[tuple[int, bytes]] = []
+    assigned: tuple[int, int] | None = None  # the span ``matched`` is of
     for _ in range(MAX_ROUNDS):
         if span is not None:
-            matched, unassigned = _assign(digests, index.entries(*span))
+            entries = index.entries(*span)
+            matched, unassigned = _assign(digests, entries)
+            assigned = span
         unmatched = [p for p in range(n) if matched[p] is None]
         look(unmatched)
         wider = widen(span, unmatched)
         if wider == span:
             break
         span = wider
+    span = assigned  # (a widening past the last round is neither matched nor reported)
     if span is not None:
-        edges = _edges(digests, matched, span, known, index)
-        if edges != span:
-            span = edges
-            matched, unassigned = _assign(digests, index.entries(*span))
+        before, after = _edges(digests, matched, span, known, look, index)
+        if before or after:
+            span = (before[0][0] if before else span[0], after[-1][0] + 1 if after else span[1])
+            matched, unassigned = _assign(digests, before + entries + after)
     return _classify(digests, matched, unassigned, span, known, index.size)
 
 
 def _edges(digests: Sequence[bytes], matched: Sequence[int | None], span: tuple[int, int],
-           known: dict[bytes, list[int]], index: EntryIndex) -> tuple[int, int]:
-    """The span grown over the file's first and last lines that repeat a notarized record.
+           known: dict[bytes, list[int]], look: Callable[[Sequence[int]], None],
+           index: EntryIndex) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """The source's entries just before and just after the span that the file's first and last lines repeat.
 
     A digest notarized several times never sets the span, so a file that
     begins or ends with such lines (a blank line, a repeated heartbeat) would
     show them as inserted although each is the source's very next entry past
-    the span's edge. Those lines extend the span when, and only as far as, the
-    source's entries just past the edge hold exactly their digests, in order:
-    the lookups only say how far to fetch (at most EDGE_WINDOW indices a
-    side); the verified entries decide.
+    the span's edge. Walking out from each edge, the lines before the span's
+    first line and after its last one take the source's entries there for as
+    long as those hold exactly their digests, in order. The lookups only say
+    how far to fetch (up to the span's own length or EDGE_WINDOW indices a
+    side, whichever is more); the verified entries decide. Lines are looked
+    up as the walk reaches them, SAMPLE at a time.
     """
     start, end = span
+    n = len(digests)
     first = next((p for p, i in enumerate(matched) if i == start), None)  # the lines at the span's edges
     last = next((p for p, i in enumerate(matched) if i == end - 1), None)
-    head = [digests[p] for p in reversed(range(first))] if first is not None else []  # nearest the edge first
-    tail = [digests[p] for p in range(last + 1, len(digests))] if last is not None else []
-    missing = list({d for d in chain(head, tail) if d not in known})
-    if missing:
-        known.update(index.lookup(missing))
-    hits = {d: sorted(known.get(d) or ()) for d in set(chain(head, tail))}  # a liar's answer may be unordered
-    if tail:
-        reach = end
-        for d in tail:
-            at = hits[d]
-            k = bisect.bisect_left(at, reach)  # the first occurrence at or past the edge so far
-            if k == len(at) or at[k] >= min(index.size, end + EDGE_WINDOW):
+    window = max(EDGE_WINDOW, end - start)
+    order: dict[bytes, list[int]] = {}  # sorted hits: a liar's answer may be unordered
+
+    def reach(positions: list[int], edge: int, forward: bool) -> int:
+        """How far from ``edge`` the hits of the lines at ``positions`` reach, each past the one before."""
+        bound = min(index.size, edge + window) if forward else max(0, edge - window)
+        at_edge = edge
+        for k, p in enumerate(positions):
+            d = digests[p]
+            if d not in known:
+                look(positions[k : k + SAMPLE])
+            if d not in order:
+                order[d] = sorted(known.get(d) or ())
+            at = order[d]
+            j = bisect.bisect_left(at, at_edge) - (0 if forward else 1)
+            if forward and (j == len(at) or at[j] >= bound) or not forward and (j < 0 or at[j] < bound):
                 break
-            reach = at[k] + 1
-        if reach > end:
-            for (i, d), want in zip(index.entries(end, reach), tail):
-                if d != want:
-                    break
-                end = i + 1
-    if head:
-        reach = start
-        for d in head:
-            at = hits[d]
-            k = bisect.bisect_left(at, reach) - 1  # the last occurrence before the edge so far
-            if k < 0 or at[k] < max(0, start - EDGE_WINDOW):
+            at_edge = at[j] + 1 if forward else at[j]
+        return at_edge
+
+    after: list[tuple[int, bytes]] = []
+    tail = list(range(last + 1, n)) if last is not None else []
+    if tail and (far := reach(tail, end, True)) > end:
+        for (i, d), p in zip(index.entries(end, far), tail):
+            if d != digests[p]:
                 break
-            reach = at[k]
-        if reach < start:
-            for (i, d), want in zip(reversed(index.entries(reach, start)), head):
-                if d != want:
-                    break
-                start = i
-    return start, end
+            after.append((i, d))
+    before: list[tuple[int, bytes]] = []
+    head = list(reversed(range(first))) if first is not None else []  # nearest the edge first
+    if head and (far := reach(head, start, False)) < start:
+        for (i, d), p in zip(reversed(index.entries(far, start)), head):
+            if d != digests[p]:
+                break
+            before.append((i, d))
+        before.reverse()
+    return before, after
 
 
 def _assign(digests: Sequence[bytes], entries: Iterable[tuple[int, bytes]]) -> tuple[list[int | None], list[int]]:

@@ -208,3 +208,31 @@ def test_a_claim_past_the_checkpoint_can_only_make_a_line_pending_never_notarize
     assert report.status[lines.index("forged line")] == forensics.PENDING
     assert report.pending and not report.tampered  # INCOMPLETE (exit 10), not CLEAN
     check_sound(log, digests, report)
+
+
+@pytest.mark.parametrize("answer", [[[-5]], [[2.5]], [[True]], ["3"], [None], [[1], [2]], {"0": [1]}])
+def test_a_daemon_lookup_answer_that_is_not_a_list_of_indices_is_refused(answer):
+    """What a lookup says is never proven, but it must at least be indices before it steers the span."""
+    from notary.cli_forensics import DaemonIndex
+    from notary.client import ClientError
+
+    class Client:
+        def lookup(self, digests, source):
+            return {"indices": answer}
+
+    index = object.__new__(DaemonIndex)  # (its checkpoint is not what this is about)
+    index.client, index.source = Client(), SOURCE
+    with pytest.raises(ClientError, match="lookup: the notary"):
+        index.lookup([digest("a")])
+
+
+def test_a_daemon_lookup_answer_of_indices_is_taken():
+    from notary.cli_forensics import DaemonIndex
+
+    class Client:
+        def lookup(self, digests, source):
+            return {"indices": [[0, 7]] * len(digests)}
+
+    index = object.__new__(DaemonIndex)
+    index.client, index.source = Client(), SOURCE
+    assert index.lookup([digest("a"), digest("b")]) == {digest("a"): [0, 7], digest("b"): [0, 7]}
