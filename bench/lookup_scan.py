@@ -19,6 +19,11 @@ arrive together: one ``find_by_digest`` each on the lookup thread, as until
 2026-12-04, against ``DigestFinder``, which gathers those that arrive while
 one runs into the next ``find_by_digests``.
 
+Last, batch requests (``POST /v1/lookup``, 1,000 digests each) that arrive
+together: one ``find_by_digests`` each on the lookup thread, as until the
+evening of 2026-12-04, against ``DigestFinder.find_all``, which gathers them
+too.
+
 Half of each request's digests are in the unindexed part, half are absent.
 Best of ``--repeat`` runs a row; the baseline is measured only up to 100
 digests (it grows linearly: the table gives its time a digest). Nothing here
@@ -71,6 +76,18 @@ def concurrent_lookups(lookups: LookupThread, digests: list[bytes], gathered: bo
     return asyncio.run(run())
 
 
+def concurrent_batches(lookups: LookupThread, requests: list[list[bytes]], gathered: bool) -> float:
+    """Seconds until every request of ``requests`` (each a list of digests), asked at once, has its answers."""
+    async def run() -> float:
+        finder = DigestFinder(lookups)
+        one = finder.find_all if gathered else (lambda ds: lookups.lookup(lambda s: s.find_by_digests(ds)))
+        start = clock()
+        answers = await asyncio.gather(*(one(ds) for ds in requests))
+        assert all(sum(map(len, a)) == len(ds) // 2 for a, ds in zip(answers, requests))
+        return clock() - start
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=300_000)
@@ -111,6 +128,13 @@ def main() -> None:
                 digests = rng.sample(tail, k // 2) + [rng.randbytes(32) for _ in range(k - k // 2)]
                 before = min(concurrent_lookups(lookups, digests, False) for _ in range(args.repeat))
                 after = min(concurrent_lookups(lookups, digests, True) for _ in range(args.repeat))
+                print(f"| {k:,} | {before * 1e3:,.1f} ms | {after * 1e3:,.1f} ms | {before / after:,.1f}x |")
+            print("\n| batch lookups of 1,000 digests asked at once | one scan each (before) | DigestFinder | ratio |")
+            print("| --- | --- | --- | --- |")
+            for k in (4, 16):
+                requests = [rng.sample(tail, 500) + [rng.randbytes(32) for _ in range(500)] for _ in range(k)]
+                before = min(concurrent_batches(lookups, requests, False) for _ in range(args.repeat))
+                after = min(concurrent_batches(lookups, requests, True) for _ in range(args.repeat))
                 print(f"| {k:,} | {before * 1e3:,.1f} ms | {after * 1e3:,.1f} ms | {before / after:,.1f}x |")
             lookups.thread.shutdown()
     finally:

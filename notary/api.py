@@ -211,13 +211,12 @@ def build_app(notary: Notary) -> web.Application:
         source = _source_param(request)
         anchored = notary.anchorer.latest_anchored
 
-        def find(s) -> list[list[int]]:
-            found = s.find_by_digests(digests)
-            if source is None:
-                return found
-            return [[i for i in hits if s.entry(i) == Entry(d, source).encode()] for d, hits in zip(digests, found)]
+        indices = await notary.find_all(digests)  # one scan with the other lookups waiting meanwhile
+        if source is not None:
+            def of_source(s) -> list[list[int]]:
+                return [[i for i in hits if s.entry(i) == Entry(d, source).encode()] for d, hits in zip(digests, indices)]
 
-        indices = await notary.writer.lookup(find)
+            indices = await notary.writer.lookup(of_source)
         return web.json_response({"anchored_size": 0 if anchored is None else anchored.tree_size, "indices": indices})
 
     @routes.get("/v1/range-proof")

@@ -125,6 +125,9 @@ class Notary:
     async def find(self, digest: bytes) -> list[int]:
         return await self.finder.find(digest)
 
+    async def find_all(self, digests: Sequence[bytes]) -> list[list[int]]:
+        return await self.finder.find_all(digests)
+
     async def wait_anchored(self, index: int) -> None:
         async with self.anchorer.anchored:
             await self.anchorer.anchored.wait_for(

@@ -108,45 +108,50 @@ class LogWriter:
 
 
 class DigestFinder:
-    """Single-digest lookups (``GET /v1/proof?digest=``), gathered: those that arrive while one runs share the next.
+    """Lookups by digest, gathered: those that arrive while one runs share the next scan.
 
     Each lookup scans the entries the digest index has not reached yet; while
     the index lags (after a burst, or while a lost index is rebuilt) that is
-    up to the whole log. Lookups waiting together are answered by one
-    ``find_by_digests``, so one scan serves them all instead of one scan
-    each. A lookup never waits for more than the one running before it, and
-    sees every append acknowledged before it was asked.
+    up to the whole log. The lookups waiting together, single digests
+    (``GET /v1/proof?digest=``) and batches (``POST /v1/lookup``) alike, are
+    answered by one ``find_by_digests`` over all their digests, so one scan
+    serves them all instead of one scan each. A lookup never waits for more
+    than the one running before it, and sees every append acknowledged
+    before it was asked.
     """
 
     def __init__(self, writer: LogWriter):
         self._writer = writer
-        self._waiting: dict[bytes, list[asyncio.Future[list[int]]]] = {}
+        self._waiting: list[tuple[Sequence[bytes], asyncio.Future[list[list[int]]]]] = []
         self._draining: asyncio.Task | None = None
 
     async def find(self, digest: bytes) -> list[int]:
         """Indices of the v1 entries that hold ``digest``, in log order."""
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(digest, []).append(future)
+        return (await self.find_all([digest]))[0]
+
+    async def find_all(self, digests: Sequence[bytes]) -> list[list[int]]:
+        """For each of ``digests``, in order: the indices of the v1 entries that hold it, in log order."""
+        future: asyncio.Future[list[list[int]]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((digests, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting, {}
-            digests = list(batch)
+            batch, self._waiting = self._waiting, []
+            wanted = list(dict.fromkeys(d for digests, future in batch if not future.done() for d in digests))
             try:
-                found = await self._writer.lookup(lambda store: store.find_by_digests(digests))
+                found = await self._writer.lookup(lambda store: store.find_by_digests(wanted))
             except Exception as exc:  # each waiting request answers with it
-                for futures in batch.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
                 continue
-            for futures, indices in zip(batch.values(), found):
-                for future in futures:
-                    if not future.done():  # a request whose client went away is cancelled
-                        future.set_result(list(indices))
+            by_digest = dict(zip(wanted, found))
+            for digests, future in batch:
+                if not future.done():  # a request whose client went away is cancelled
+                    future.set_result([list(by_digest[d]) for d in digests])
 
 
 class Sequencer:

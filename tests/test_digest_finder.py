@@ -76,3 +76,31 @@ def test_a_gone_client_and_a_failed_scan_leave_the_other_lookups_answered(store)
         return await finder.find(digest(2))
 
     assert asyncio.run(run()) == [2, 302, 602, 902]
+
+
+def test_batch_lookups_share_the_scan_with_each_other_and_with_single_ones(store):
+    """``POST /v1/lookup`` requests (many digests each) that arrive while a lookup runs join the next scan too."""
+    writer = SlowLookups(store)
+    finder = DigestFinder(writer)
+
+    def truth(i: int) -> list[int]:
+        return [j for j in range(1000) if j % 300 == i] if i < 300 else []
+
+    batches = [[digest(i) for i in range(start, start + 40)] for start in (0, 20, 280)]  # overlapping, some absent
+    batches.append([digest(7), digest(7), digest(999)])  # a digest twice in one request: answered twice
+
+    async def run():
+        first = asyncio.ensure_future(finder.find_all([digest(3)]))
+        await asyncio.sleep(0.01)  # the first lookup is running: the others gather behind it
+        gone = asyncio.ensure_future(finder.find_all([digest(4)]))
+        together = asyncio.gather(finder.find(digest(5)), *(finder.find_all(b) for b in batches))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await first, await together
+
+    first, (single, *answers) = asyncio.run(run())
+    assert first == [truth(3)] and single == truth(5)
+    assert answers[:3] == [[truth(i) for i in range(start, start + 40)] for start in (0, 20, 280)]
+    assert answers[3] == [truth(7), truth(7), []]
+    wanted = {digest(5)} | {d for b in batches for d in b}
+    assert writer.requests == [1, len(wanted)]  # two scans, each digest once in the second
