@@ -31,8 +31,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from anchors.errors import (
@@ -75,6 +73,9 @@ def make_client(
     Credentials default to boto3's chain (environment, shared files, instance
     role); pass them only when they come from a secret file.
     """
+    import boto3  # here: a fifth of a second to import, and most commands that import this module never call S3
+    from botocore.config import Config
+
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,

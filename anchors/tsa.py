@@ -27,8 +27,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import rfc3161_client
 from asn1crypto import cms
 from asn1crypto import core as asn1
@@ -46,6 +46,9 @@ from anchors.errors import (
     TsaUnavailableError,
     UntrustedTsaError,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +312,8 @@ class TimestampClient:
             raise type(exc)(f"TSA {endpoint.url}: {exc}") from None
 
     async def _post(self, endpoint: TsaEndpoint, query: bytes) -> bytes:
+        import aiohttp  # here: verifying a token (notary verify, audit) needs no HTTP client
+
         if self._session is None:
             self._session = aiohttp.ClientSession(trust_env=False)
         try:

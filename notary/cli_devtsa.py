@@ -11,8 +11,6 @@ import asyncio
 import signal
 from pathlib import Path
 
-from anchors.devtsa import serve_until_cancelled
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -36,6 +34,9 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: aiohttp's server is for this command alone.
+    from anchors.devtsa import serve_until_cancelled
+
     host, port = args.listen
 
     async def main() -> None:

@@ -62,3 +62,19 @@ def test_a_broken_pipe_that_is_not_stdout_stays_a_loud_failure(commands):
     assert process.returncode == 1
     assert stdout == b"before the socket\n"
     assert "BrokenPipeError" in stderr.decode() and "Traceback" in stderr.decode()
+
+
+def test_the_command_line_starts_without_the_http_and_s3_libraries():
+    """Every command's parser is built at start; aiohttp and boto3 (half a second to import) wait for the commands that use them."""
+    code = textwrap.dedent("""
+        import sys
+        from notary.cli import build_parser
+        build_parser().parse_args(["verify", "proof.txt", "--vkey", "k"])
+        print(" ".join(m for m in ("aiohttp", "boto3") if m in sys.modules) or "-")
+        from notary.client import AsyncHttpClient, HttpClient, NotaryHandler  # still there, loaded on first use
+        assert AsyncHttpClient.__module__ == "notary.client.aio" and NotaryHandler.__module__ == "notary.client.handler"
+        print(" ".join(m for m in ("aiohttp", "boto3") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["-", "aiohttp"]

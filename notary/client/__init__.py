@@ -4,10 +4,28 @@
 working: the synchronous client lives in ``notary.client.sync``.
 """
 
-from notary.client.aio import AsyncHttpClient, submit_unix_async
-from notary.client.handler import (HandlerError, NotAcknowledgedError, NotaryHandler, Receipt, Transport,
-                                   canonical_line)
+from typing import Any
+
 from notary.client.sync import ClientError, HttpClient, UnixClient, line_digests, record_digest, submit_unix
+
+# The asyncio client and the logging handler bring in aiohttp (a third of a
+# second to import): loaded on first use, so that a command that only needs
+# the synchronous client (``notary submit``, ``notary verify``) starts fast.
+_LAZY = {"AsyncHttpClient": "notary.client.aio", "submit_unix_async": "notary.client.aio",
+         "HandlerError": "notary.client.handler", "NotAcknowledgedError": "notary.client.handler",
+         "NotaryHandler": "notary.client.handler", "Receipt": "notary.client.handler",
+         "Transport": "notary.client.handler", "canonical_line": "notary.client.handler"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'notary.client' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "AsyncHttpClient", "ClientError", "HandlerError", "HttpClient", "NotAcknowledgedError", "NotaryHandler",
