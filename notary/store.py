@@ -546,8 +546,9 @@ class LogStore:
         Returns the number of leaves checked.
 
         Safe beside a daemon appending to the store: it checks the tree of
-        the size the store had when opened (or last refreshed), whose rows
-        never change, and reads them in short statements (``_VERIFY_PAGE``).
+        the size the store had when opened (or last refreshed), whose entries
+        and complete tiles never change (an append only extends the last tile
+        of each level), and reads them in short statements (``_VERIFY_PAGE``).
         """
         size = self._size
         rows = self._paged("SELECT idx, entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
