@@ -31,6 +31,14 @@ def entries(start: int, n: int, source: str = "src") -> list[bytes]:
     return [Entry(digest(i), source).encode() for i in range(start, start + n)]
 
 
+def damage_index(store_path: Path, sql: str) -> None:
+    """Change the digest index file behind the store's back."""
+    db = sqlite3.connect(index_path(store_path))
+    db.execute(sql)
+    db.commit()
+    db.close()
+
+
 def test_index_path_sits_beside_the_store(tmp_path):
     assert index_path(tmp_path / "log.db") == tmp_path / "log.digests.db"
     assert index_path(tmp_path / "store") == tmp_path / "store.digests"
@@ -212,10 +220,7 @@ def test_verify_finds_a_damaged_index(tmp_path, damage, found):
         store.append_entries(entries(0, 3000))
         store.index_pending()
         store.verify()
-    db = sqlite3.connect(index_path(path))
-    db.execute(damage)
-    db.commit()
-    db.close()
+    damage_index(path, damage)
     with LogStore(path) as store:
         with pytest.raises(StoreError, match=r"digest index .* is damaged: .*" + re.escape(found)):
             store.verify()
@@ -364,10 +369,7 @@ def test_verify_checks_an_index_that_a_running_daemon_moved_past_the_size_it_sta
     with LogStore(path) as store:  # then the daemon appends and indexes on
         store.append_entries(entries(3000, 1000))
         store.index_pending()
-    db = sqlite3.connect(index_path(path))
-    db.execute("DELETE FROM digests WHERE idx = 1234")
-    db.commit()
-    db.close()
+    damage_index(path, "DELETE FROM digests WHERE idx = 1234")
     try:
         with pytest.raises(StoreError, match=r"digest index .* is damaged: .*should index \(1234,"):
             checker.verify()
@@ -392,10 +394,7 @@ def test_verify_checks_the_index_even_when_the_daemon_indexes_on_while_it_looks(
         return size
 
     checker.refresh = refresh_then_more
-    db = sqlite3.connect(index_path(path))
-    db.execute("DELETE FROM digests WHERE idx = 1500")
-    db.commit()
-    db.close()
+    damage_index(path, "DELETE FROM digests WHERE idx = 1500")
     try:
         with pytest.raises(StoreError, match=r"digest index .* is damaged: .*should index \(1500,"):
             checker.verify()
