@@ -50,7 +50,7 @@ MAX_SEAL_BYTES = 1024 * 1024
 # Errors S3 documents as "slow down and retry", whatever their HTTP status.
 _TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "RequestTimeout"})
 
-_SEAL_KEY = re.compile(r"seals/(\d{20})\.json")
+_SEAL_KEY = re.compile(r"seals/([0-9]{20})\.json")  # ASCII digits only: int() takes others too
 
 
 def seal_key(prefix: str, tree_size: int) -> str:
@@ -129,7 +129,7 @@ class SealVersion:
 class SealRecord:
     """A seal key and everything S3 holds there, oldest version first."""
 
-    tree_size: int
+    tree_size: int | None  # None: a key under seals/ that is not a seal key (audited as misplaced)
     key: str
     versions: tuple[SealVersion, ...]
 
@@ -140,15 +140,22 @@ class SealRecord:
 
 
 def _sorted_versions(listing: dict, key: str) -> tuple[SealVersion, ...]:
-    versions = [
-        SealVersion(v["VersionId"], v["LastModified"], v["IsLatest"], False, v["Size"], v["ETag"])
-        for v in listing.get("Versions", ()) if v["Key"] == key
-    ] + [
-        SealVersion(m["VersionId"], m["LastModified"], m["IsLatest"], True, None, None)
-        for m in listing.get("DeleteMarkers", ()) if m["Key"] == key
-    ]
-    # Latest last; S3 lists newest first, but ties on LastModified are common.
-    return tuple(sorted(versions, key=lambda v: (v.is_latest, v.last_modified)))
+    return _versions_by_key(listing).get(key, ())
+
+
+def _versions_by_key(listing: dict) -> dict[str, tuple[SealVersion, ...]]:
+    """Every key's versions and delete markers, oldest first (one pass over the listing)."""
+    by_key: dict[str, list[SealVersion]] = {}
+    for v in listing.get("Versions", ()):
+        by_key.setdefault(v["Key"], []).append(
+            SealVersion(v["VersionId"], v["LastModified"], v["IsLatest"], False, v["Size"], v["ETag"]))
+    for m in listing.get("DeleteMarkers", ()):
+        by_key.setdefault(m["Key"], []).append(SealVersion(m["VersionId"], m["LastModified"], m["IsLatest"], True, None, None))
+    # Latest last, then by LastModified. S3 gives that to the second and lists
+    # each key's versions newest first, so equal times keep the reverse of the
+    # listing's order: the oldest first (the original is the oldest version).
+    return {key: tuple(sorted(reversed(versions), key=lambda v: (v.is_latest, v.last_modified)))
+            for key, versions in by_key.items()}
 
 
 class _S3:
@@ -352,15 +359,25 @@ class SealReader(_S3):
     """Reads seals back for audit: every key, every version, every lock."""
 
     async def seals(self) -> list[SealRecord]:
-        """Every seal key under the prefix with all its versions and their locks, by tree size."""
+        """Every seal key under the prefix with all its versions and their locks, by tree size; then every other key under seals/."""
         listing = await self._list_versions(f"{self.prefix}seals/")
+        by_key = _versions_by_key(listing)
         records = []
         for key, tree_size in sorted(self._seal_keys(listing), key=lambda kt: kt[1]):
             versions = [
                 v if v.delete_marker else dataclasses.replace(v, lock=await self.lock_status(key, v.version_id))
-                for v in _sorted_versions(listing, key)
+                for v in by_key[key]
             ]
             records.append(SealRecord(tree_size, key, tuple(versions)))
+        # Whatever else sits under seals/ is reported, never skipped: a second
+        # seal for a tree size at another key is a fork all the same.
+        seal_keys = {key for key, _ in self._seal_keys(listing)}
+        for key in sorted(by_key.keys() - seal_keys):
+            versions = [
+                v if v.delete_marker else dataclasses.replace(v, lock=await self.lock_status(key, v.version_id))
+                for v in by_key[key]
+            ]
+            records.append(SealRecord(None, key, tuple(versions)))
         return records
 
     def _seal_keys(self, listing: dict) -> Iterator[tuple[str, int]]:

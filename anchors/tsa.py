@@ -151,6 +151,14 @@ def verify_response(
     except ValueError as exc:
         raise TsaResponseError(f"the TSA response's token cannot be decoded ({_one_line(exc)})") from None
 
+    try:
+        return _verified(decoded, token, digest, roots, nonce, policy)
+    except ValueError as exc:  # rfc3161-client parses some fields only when they are read
+        raise TsaResponseError(f"the token is malformed ({_one_line(exc)})") from None
+
+
+def _verified(decoded, token, digest: bytes, roots: Sequence[x509.Certificate], nonce: int | None,
+              policy: str | None) -> TimestampToken:
     builder = rfc3161_client.VerifierBuilder(roots=list(roots))
     if nonce is not None:
         builder = builder.nonce(nonce)

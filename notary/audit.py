@@ -11,15 +11,20 @@ What is checked, per version (finding kinds in ``FINDING_KINDS``):
 - exactly one version per key, no delete marker (``extra-version``,
   ``delete-marker``); the oldest version is the original, since nobody can
   remove a COMPLIANCE-locked version, only add versions on top;
-- the lock: mode COMPLIANCE (``governance``, ``unlocked``), and with a
-  policy, retain-until no earlier than the token's time plus the minimum
-  retention, less ``CLOCK_SLACK`` (``retention``);
-- the JSON: well formed and self-consistent, canonical, at the key of its
-  tree size (``malformed``, ``noncanonical``, ``misplaced``);
+- the lock: mode COMPLIANCE (``governance``, ``unlocked``), still in force
+  at the audit, and with a policy, retain-until no earlier than the token's
+  time plus the minimum retention, less ``CLOCK_SLACK`` (``retention``);
+- the JSON: well formed and self-consistent (an object over 1 MiB is not
+  read), canonical, at the key of its tree size (``malformed``,
+  ``noncanonical``, ``misplaced``);
 - the RFC 3161 token over the checkpoint bytes, chaining to the TSA roots
   (``timestamp``), then the checkpoint's signatures by a key trusted at the
   token's time (``signature``);
 - two versions of one key with different roots (``fork``).
+
+Every other object under ``seals/`` (a key that is not ``seals/`` and 20
+ASCII digits and ``.json``) is ``misplaced``, and a ``fork`` when it holds a
+seal whose root differs from the original's of its tree size.
 
 And along the chain of originals, by tree size: each seal's
 ``previous_tree_size`` names the seal before it and its consistency proof
@@ -35,6 +40,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from anchors.errors import IntegrityAlarm
 from anchors.s3 import COMPLIANCE, LockStatus, SealReader, SealVersion, seal_key
 from cryptography import x509
 
@@ -53,13 +59,13 @@ FINDING_KINDS = {
     "delete-marker": "a delete marker hides a seal",
     "unlocked": "a seal version has no COMPLIANCE lock",
     "governance": "a seal version is locked in GOVERNANCE mode, which privileged users can lift",
-    "retention": "a seal version is locked for less than the retention policy",
+    "retention": "a seal version's lock has ended, or is shorter than the retention policy",
     "malformed": "an object at a seal key is not a valid seal",
     "noncanonical": "a seal is not in the notary's canonical JSON, so the notary did not write these bytes",
-    "misplaced": "a seal is stored at the key of another tree size",
+    "misplaced": "a seal is stored at the key of another tree size, or an object under seals/ is at no seal key",
     "timestamp": "a seal's RFC 3161 token does not verify against the TSA roots or does not cover its checkpoint",
     "signature": "a seal's checkpoint is not signed by a key trusted at the token's time",
-    "fork": "two seals for one tree size with different roots",
+    "fork": "two seals for one tree size with different roots (at one key or at two)",
     "chain": "a seal does not extend the seal before it",
     "gap": "seals are missing from the chain",
 }
@@ -67,18 +73,19 @@ FINDING_KINDS = {
 
 @dataclass(frozen=True)
 class StoredVersion:
-    """One version at a seal key, with its bytes (``None`` for a delete marker)."""
+    """One version at a seal key, with its bytes (``None`` for a delete marker, or when ``unread``)."""
 
     key: str
     version: SealVersion  # version id, LastModified, delete marker, lock
     body: bytes | None
+    unread: str | None = None  # why the bytes were not read (an object far too large for a seal)
 
 
 @dataclass(frozen=True)
 class StoredSeal:
     """A seal key and all its versions, oldest first, as S3 holds them."""
 
-    tree_size: int  # from the key
+    tree_size: int | None  # from the key; None for a key under seals/ that is not a seal key
     key: str
     versions: tuple[StoredVersion, ...]
 
@@ -93,7 +100,7 @@ async def fetch_seal(reader: SealReader, tree_size: int) -> StoredSeal:
 
 async def fetch_seals(reader: SealReader) -> list[StoredSeal]:
     """Every seal key under the reader's prefix, by tree size, every version with its lock and bytes."""
-    return [StoredSeal(r.tree_size, r.key, tuple([await _read(reader, r.key, v) for v in r.versions]))
+    return [StoredSeal(r.tree_size, r.key, tuple([await _read(reader, r.key, v, tolerate=True) for v in r.versions]))
             for r in await reader.seals()]
 
 
@@ -101,9 +108,16 @@ def _with_lock(version: SealVersion, lock: LockStatus) -> SealVersion:
     return replace(version, lock=lock)
 
 
-async def _read(reader: SealReader, key: str, version: SealVersion) -> StoredVersion:
-    body = None if version.delete_marker else await reader.read(key, version.version_id)
-    return StoredVersion(key, version, body)
+async def _read(reader: SealReader, key: str, version: SealVersion, *, tolerate: bool = False) -> StoredVersion:
+    """One version with its bytes; with ``tolerate``, an object too large for a seal is kept unread, to be reported."""
+    if version.delete_marker:
+        return StoredVersion(key, version, None)
+    try:
+        return StoredVersion(key, version, await reader.read(key, version.version_id))
+    except IntegrityAlarm as exc:
+        if not tolerate:
+            raise
+        return StoredVersion(key, version, None, unread=str(exc))
 
 
 @dataclass(frozen=True)
@@ -203,7 +217,8 @@ class AuditReport:
                     f"timestamped {_iso(first.time)} to {_iso(last.time)}: every seal is signed by a trusted key, "
                     "timestamped, locked in COMPLIANCE mode, alone at its key, and extends the one before it.")
             else:
-                lines.append(f"CLEAN: no seals in {where}.")
+                lines.append(f"NO SEALS: nothing under {where}seals/ to audit; check the bucket and the prefix "
+                             "(a prefix ends in '/').")
         else:
             lines.append(f"FINDINGS: {len(self.findings)} problems in {len(chain)} seals in {where}:")
             lines += ["  " + f.line() for f in self.findings]
@@ -217,18 +232,23 @@ def _iso(when: datetime.datetime) -> str:
 
 
 def lock_finding(
-    lock: LockStatus | None, since: datetime.datetime, min_retention: datetime.timedelta | None
+    lock: LockStatus | None, since: datetime.datetime, min_retention: datetime.timedelta | None,
+    now: datetime.datetime | None = None,
 ) -> tuple[str, str] | None:
-    """``(kind, sentence)`` when a version's lock falls short: not COMPLIANCE, or shorter than the policy.
+    """``(kind, sentence)`` when a version's lock falls short: not COMPLIANCE, ended by ``now``, or shorter than the policy.
 
     ``since`` is when retention starts to count: the token's time when it
-    verifies, else the version's LastModified.
+    verifies, else the version's LastModified. ``now`` defaults to the clock.
     """
     if lock is None or lock.mode is None:
         return "unlocked", "has no object lock, so it can be deleted"
     if lock.mode != COMPLIANCE:
         kind = "governance" if lock.mode == "GOVERNANCE" else "unlocked"
         return kind, f"is locked in {lock.mode} mode until {_until(lock)}, expected {COMPLIANCE}"
+    now = now or datetime.datetime.now(datetime.UTC)
+    if lock.retain_until is not None and lock.retain_until <= now:
+        return "retention", (f"was locked in {COMPLIANCE} mode until {_until(lock)}, which has passed: "
+                             "it can be deleted now")
     if min_retention is not None:
         needed = since + min_retention
         if lock.retain_until is None or lock.retain_until < needed - CLOCK_SLACK:
@@ -254,7 +274,7 @@ def audit_seals(
     findings: list[Finding] = []
     audited: list[AuditedSeal] = []
     originals: list[tuple[StoredVersion, SealObject]] = []
-    for record in sorted(stored, key=lambda r: r.tree_size):
+    for record in sorted((r for r in stored if r.tree_size is not None), key=lambda r: r.tree_size):
         found = lambda kind, v, msg: findings.append(  # noqa: E731
             Finding(kind, record.key, v.version.version_id if v else None, record.tree_size, msg))
         live = [v for v in record.versions if not v.version.delete_marker]
@@ -269,6 +289,9 @@ def audit_seals(
                       f"{_iso(v.version.last_modified)}, after the original {live[0].version.version_id}")
         parsed: list[tuple[StoredVersion, SealObject]] = []
         for v in live:
+            if v.body is None:
+                found("malformed", v, f"was not read: {v.unread}")
+                continue
             seal, verified = _check_version(record, v, trust, roots, min_retention, found)
             audited.append(AuditedSeal(record.key, v.version.version_id, v is live[0],
                                        hashlib.sha256(v.body).hexdigest(), v.version.lock, seal, verified))
@@ -283,7 +306,50 @@ def audit_seals(
             if parsed[0][0] is live[0]:
                 originals.append(parsed[0])
     findings += _check_chain(originals)
+    findings += _check_strays([r for r in stored if r.tree_size is None], originals, trust, roots, prefix)
     return AuditReport(bucket, prefix, datetime.datetime.now(datetime.UTC), min_retention, tuple(audited), tuple(findings))
+
+
+def _check_strays(strays: Sequence[StoredSeal], originals: Sequence[tuple[StoredVersion, SealObject]],
+                  trust: TrustedKeys, roots, prefix: str) -> list[Finding]:
+    """Objects under seals/ at keys that are not seal keys: each is misplaced, and a fork when it is one."""
+    findings: list[Finding] = []
+    by_size = {seal.tree_size: (v, seal) for v, seal in originals}
+    expected = f"{prefix}seals/<tree size, 20 digits 0-9>.json"
+    for record in strays:
+        for v in record.versions:
+            where = {"key": record.key, "version_id": v.version.version_id}
+            if v.version.delete_marker:
+                continue
+            if v.body is None:
+                findings.append(Finding("misplaced", tree_size=None, message=(
+                    f"is under seals/ at a key that is not a seal key ({expected}), and was not read: {v.unread}"),
+                    **where))
+                continue
+            try:
+                seal = parse_seal(v.body)
+            except FormatError as exc:
+                findings.append(Finding("misplaced", tree_size=None, message=(
+                    f"is under seals/ at a key that is not a seal key ({expected}), and is not a seal: {exc}"),
+                    **where))
+                continue
+            findings.append(Finding("misplaced", tree_size=seal.tree_size, message=(
+                f"holds a seal of tree size {seal.tree_size} at a key that is not a seal key ({expected})"), **where))
+            original = by_size.get(seal.tree_size)
+            if original is None or hmac.compare_digest(seal.root_hash, original[1].root_hash):
+                continue
+            try:
+                verify_seal(seal, trust, roots)
+            except (TimestampError, SignatureError) as exc:
+                findings.append(Finding("fork", tree_size=seal.tree_size, message=(
+                    f"a second seal of tree size {seal.tree_size}, with root {seal.root_hash.hex()}, against "
+                    f"{original[0].key}'s {original[1].root_hash.hex()}; it does not verify ({exc})"), **where))
+                continue
+            findings.append(Finding("fork", tree_size=seal.tree_size, message=(
+                f"a second seal of tree size {seal.tree_size}, signed and timestamped, with root "
+                f"{seal.root_hash.hex()}, against {original[0].key}'s {original[1].root_hash.hex()}: "
+                "two histories of the log"), **where))
+    return findings
 
 
 def _check_version(record: StoredSeal, v: StoredVersion, trust: TrustedKeys, roots, min_retention, found):

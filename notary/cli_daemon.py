@@ -135,7 +135,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _proof(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.line is not None:
-        text = client.proof(digest=record_digest(args.line.encode("utf-8")), size=args.size)
+        text = client.proof(digest=record_digest(os.fsencode(args.line)), size=args.size)
     elif args.digest is not None:
         text = client.proof(digest=parse_digest_hex(args.digest), size=args.size)
     else:

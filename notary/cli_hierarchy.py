@@ -7,6 +7,7 @@ of ``notary verify`` for the failing link (docs/AUDITORS.md).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from notary.cli_verify import CommandError, _read, _roots, _trust, print_verdict
@@ -69,7 +70,7 @@ def _digest(args: argparse.Namespace) -> bytes | None:
             return parse_digest_hex(args.digest)
     except FormatError as exc:
         raise CommandError(f"--digest: {exc}", EXIT_USAGE) from None
-    return None if args.line is None else record_digest(args.line.encode("utf-8"))
+    return None if args.line is None else record_digest(os.fsencode(args.line))
 
 
 def _forward(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ docs/AUDITORS.md and in each command's --help.
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import datetime
 import json
@@ -26,6 +27,7 @@ from notary.trust import TrustedKeys
 from notary.verify import EXIT_MALFORMED, EXIT_USAGE
 
 EXIT_FINDINGS = 9  # notary audit: the bucket has at least one finding
+EXIT_NO_SEALS = 10  # notary audit: nothing to audit under the prefix (a wrong bucket or prefix is no clean audit)
 
 VERIFY_EXIT_CODES = """exit status:
   0  verified: every check made passed
@@ -44,7 +46,8 @@ AUDIT_EXIT_CODES = f"""exit status:
   1  the audit could not run (S3 unreachable or refused access)
   2  usage: missing or conflicting options, unreadable file
   3  malformed input: the keyring or a key is not in its format
-  {EXIT_FINDINGS}  findings: at least one problem, each listed with the object key and version"""
+  {EXIT_FINDINGS}  findings: at least one problem, each listed with the object key and version
+  {EXIT_NO_SEALS} no seals: nothing under the prefix to audit; check --bucket and --prefix"""
 
 
 class CommandError(NotaryError):
@@ -204,7 +207,7 @@ def _verify(args: argparse.Namespace) -> int:
         if args.digest is not None:
             digest = parse_digest_hex(args.digest)
         elif args.line is not None:
-            digest = record_digest(args.line.encode("utf-8"))
+            digest = record_digest(os.fsencode(args.line))
         elif args.record is not None:
             digest = record_digest(_read(args.record))
         proof = parse_tlog_proof(proof_bytes)
@@ -238,4 +241,6 @@ def _audit(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         sys.stdout.write(report.render_text())
-    return EXIT_FINDINGS if report.findings else 0
+    if report.findings:
+        return EXIT_FINDINGS
+    return 0 if report.seals else EXIT_NO_SEALS

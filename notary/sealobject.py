@@ -106,7 +106,10 @@ def parse_seal(data: bytes) -> SealObject:
     root = parse_hash(doc["root_hash"], "seal root_hash")
     proof = tuple(parse_hash(h, f"seal consistency_proof hash {i}") for i, h in enumerate(doc["consistency_proof"]))
     token = b64decode_strict(doc["timestamp_token"], "seal timestamp_token")
-    checkpoint = doc["checkpoint"].encode("utf-8")
+    try:
+        checkpoint = doc["checkpoint"].encode("utf-8")
+    except UnicodeEncodeError:  # JSON can escape a lone surrogate, which no UTF-8 text holds
+        raise FormatError("seal checkpoint is not UTF-8 text (it holds a lone surrogate)") from None
     signed = parse_signed_checkpoint(checkpoint)
     cp = signed.checkpoint
     if cp.size != tree_size:

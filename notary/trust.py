@@ -127,15 +127,26 @@ class TrustedKeys:
         and, for keys we know but not at that time, their interval.
         """
         signed = parse_signed_checkpoint(checkpoint)
-        if self.origin is not None and signed.checkpoint.origin != self.origin:
-            raise SignatureError(
-                f"the checkpoint is for log {signed.checkpoint.origin!r}, but the keyring is for {self.origin!r}")
-        valid = [k for k in self.keys if k.valid_at(when)]
+        origin = signed.checkpoint.origin
+        if self.origin is not None and origin != self.origin:
+            raise SignatureError(f"the checkpoint is for log {origin!r}, but the keyring is for {self.origin!r}")
+        # A log's keys carry its origin as their name (docs/FORMATS.md): a key
+        # trusted under another name speaks for another log, whatever it signed.
+        valid = [k for k in self.keys if k.valid_at(when) and k.key.name == origin]
         try:
             verified = verify_note(signed.note, [k.key for k in valid])
         except VerificationError as exc:
-            raise SignatureError(f"{exc}{self._outside(signed, when)}") from None
+            raise SignatureError(f"{exc}{self._outside(signed, when)}{self._other_logs(signed)}") from None
         return signed, tuple(k for k in valid if k.key in verified)
+
+    def _other_logs(self, signed: SignedCheckpoint) -> str:
+        """Why keys we trust do not count: they are another log's."""
+        origin = signed.checkpoint.origin
+        others = sorted({k.key.name for k in self.keys if k.key.name != origin})
+        if not others:
+            return ""
+        return (f"; the checkpoint is for log {origin!r}, and the trusted keys named otherwise "
+                f"({', '.join(repr(o) for o in others)}) speak only for their own logs")
 
     def _outside(self, signed: SignedCheckpoint, when: datetime.datetime | None) -> str:
         """Why keys we know do not count: they signed outside their interval."""

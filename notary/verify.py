@@ -93,7 +93,10 @@ class RecordVerdict:
         if not self.ok:
             first = next(c for c in self.checks if c.status == FAILED and c.exit_code == self.exit_code)
             return f"NOT VERIFIED: record {digest}: {first.detail}"
-        text = (f"VERIFIED: record {digest}{' (the record given)' if self.record_given else ''} was notarized by "
+        # Without a record, what holds is the proof of its digest, not that any given record is the one.
+        head = (f"VERIFIED: record {digest} (the record given)" if self.record_given else
+                f"VERIFIED (proof only, no record given to compare): digest {digest}")
+        text = (f"{head} was notarized by "
                 f"source {self.entry.source!r} in log {self.origin} at index {self.index}, sealed at tree size "
                 f"{self.tree_size}, signed by {', '.join(k.name() for k in self.signed_by)}")
         if self.timestamp is not None:

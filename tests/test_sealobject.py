@@ -124,3 +124,59 @@ def test_audit_names_malformed_misplaced_and_noncanonical_objects(tmp_path):
             ("malformed", "p/seals/00000000000000000005.json", "v5"),
             ("misplaced", "p/seals/00000000000000000008.json", "v8")} <= found
     assert not report.ok and report.to_json()["findings"]
+
+
+@pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa"])
+def test_a_key_trusted_for_one_log_does_not_vouch_for_another_logs_checkpoint(algorithm):
+    """One key serving two logs: its signature on log B's checkpoint, relabelled with log A's name, is not log A's."""
+    from notary.checkpoint import SignedCheckpoint
+    from notary.note import Note, Signature
+
+    key = SoftwareSigner.ed25519(bytes([7] * 32)) if algorithm == "ed25519" else SoftwareSigner.ecdsa(12345)
+    trusted = key.verifier(ORIGIN)
+    other = asyncio.run(sign_checkpoint(Checkpoint("other.example/log", 5, bytes(32)), [key]))
+    relabelled = Note(other.note.text, tuple(Signature(ORIGIN, trusted.key_id, s.signature) for s in other.note.signatures))
+    forged = SignedCheckpoint(other.checkpoint, relabelled).encode()
+    with pytest.raises(SignatureError, match=r"the checkpoint is for log 'other.example/log', and the trusted keys "
+                       r"named otherwise \('example.com/log'\) speak only for their own logs"):
+        TrustedKeys.from_strings([str(trusted)]).verify_checkpoint(forged, None)
+    # Under its own name the same key still vouches for its own log.
+    assert TrustedKeys.from_strings([str(key.verifier("other.example/log"))]).verify_checkpoint(other.encode(), None)[1]
+
+
+def test_a_seal_whose_checkpoint_holds_a_lone_surrogate_is_malformed(tmp_path):
+    """JSON can escape a lone surrogate; no UTF-8 text holds one. One such object must not stop an audit."""
+    body = chain(tmp_path, [3])[0].seal_json(ORIGIN)
+    parse_seal(body)  # as made, it parses
+    doc = json.loads(body)
+    doc["checkpoint"] = doc["checkpoint"][:-1] + "\ud800\n"
+    damaged = json.dumps(doc).encode()  # ASCII, with the surrogate escaped: \ud800
+    assert b"\\ud800" in damaged
+    with pytest.raises(FormatError, match="lone surrogate"):
+        parse_seal(damaged)
+
+
+def test_versions_written_in_the_same_second_are_taken_oldest_first():
+    """S3 lists a key's versions newest first and times them to the second: the original must stay the original."""
+    from anchors.s3 import _versions_by_key
+
+    t = datetime.datetime(2026, 12, 4, 12, 0, 0, tzinfo=datetime.UTC)
+    key = "p/seals/00000000000000000007.json"
+
+    def version(vid: str, when: datetime.datetime, latest: bool = False) -> dict:
+        return {"Key": key, "VersionId": vid, "LastModified": when, "IsLatest": latest, "Size": 1, "ETag": "e"}
+
+    listing = {"Versions": [version("forged-2", t + datetime.timedelta(seconds=1), latest=True),
+                            version("forged-1", t), version("original", t)],  # newest first, as listed
+               "DeleteMarkers": []}
+    assert [v.version_id for v in _versions_by_key(listing)[key]] == ["original", "forged-1", "forged-2"]
+
+
+def test_a_compliance_lock_that_has_ended_is_a_finding_with_or_without_a_policy():
+    from notary.audit import lock_finding
+
+    now = datetime.datetime(2026, 12, 4, tzinfo=datetime.UTC)
+    ended = LockStatus("COMPLIANCE", datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+    kind, sentence = lock_finding(ended, T[0], None, now=now)
+    assert kind == "retention" and "which has passed: it can be deleted now" in sentence
+    assert lock_finding(LockStatus("COMPLIANCE", now + datetime.timedelta(days=1)), T[0], None, now=now) is None

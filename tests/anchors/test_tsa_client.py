@@ -222,3 +222,27 @@ def test_request_is_what_openssl_reads_as_sha256_with_nonce_and_cert_request(tmp
     assert "Policy OID: 1.3.6.1.4.1.99999.1" in shown
     assert "Nonce: 0x4000000000000001" in shown
     assert "Certificate required: yes" in shown
+
+
+def test_a_damaged_stored_token_is_a_tsa_error_never_another_exception(dev_tsa):
+    """``notary audit`` reads tokens anyone with write access to the bucket may have made: each must end in a finding."""
+    import random
+
+    from anchors.errors import TsaError
+
+    token = timestamp(dev_tsa.endpoint())
+    roots = load_roots(dev_tsa.tsa.root_cert_path)
+    rng = random.Random(1)
+    refused = 0
+    for _ in range(400):
+        damaged = bytearray(token.der)
+        if rng.random() < 0.5:
+            for _ in range(rng.randint(1, 4)):
+                damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        else:
+            damaged = damaged[: rng.randrange(len(damaged))]
+        try:
+            verify_token(bytes(damaged), CHECKPOINT, roots)
+        except TsaError:
+            refused += 1
+    assert refused >= 390  # (a flipped bit in an unsigned, unchecked field may leave a token valid)

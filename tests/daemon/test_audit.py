@@ -169,3 +169,53 @@ def test_unlocked_seal_and_delete_marker_are_reported(stack, sealed):
     assert found == {("unlocked", seal_key("aud-unlocked/", sizes[-1]), unlocked),
                      ("delete-marker", hidden, marker["VersionId"])}
     assert "has no object lock" in next(f.message for f in report.findings if f.kind == "unlocked")
+
+
+def put_object(stack, key: str, body: bytes) -> str:
+    """PUT ``body`` at any ``key``, COMPLIANCE-locked for a day, as anyone with write access could; the version id."""
+    import datetime
+
+    until = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(days=1)
+    reply = stack.s3.client().put_object(
+        Bucket=BUCKET, Key=key, Body=body, ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
+        ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode())
+    return reply["VersionId"]
+
+
+def test_objects_under_seals_at_other_keys_are_reported_and_a_second_seal_there_is_a_fork(stack, sealed):
+    """A seal key is seals/<20 ASCII digits>.json; whatever else is under seals/ is reported, never skipped."""
+    prefix = "aud-stray/"
+    copy_chain(stack, sealed, prefix)
+    size = sorted(sealed)[1]
+    doc = sealed[size]
+    other_root = hashlib.sha256(b"another history").digest()
+    forged = encode_seal(doc, root_hash=base64.b64encode(other_root).decode(),
+                         checkpoint=resigned_checkpoint(doc, root=other_root).decode())
+    stray = f"{prefix}seals/{size}.json"  # not zero-padded: not a seal key
+    arabic = f"{prefix}seals/{''.join(chr(0x660 + int(c)) for c in f'{size:020d}')}.json"  # digits, but not 0-9
+    versions = {stray: put_object(stack, stray, forged), arabic: put_object(stack, arabic, encode_seal(doc)),
+                f"{prefix}seals/notes.txt": put_object(stack, f"{prefix}seals/notes.txt", b"hello")}
+    report = audit(stack, prefix)
+    found = {(f.kind, f.key, f.version_id) for f in report.findings}
+    assert found == {("misplaced", key, version) for key, version in versions.items()} | {("fork", stray, versions[stray])}
+    fork = next(f for f in report.findings if f.kind == "fork")
+    assert other_root.hex() in fork.message and "does not verify" in fork.message
+    assert len(report.seals) == len(sealed)  # the chain itself is intact
+
+
+def test_an_object_too_large_for_a_seal_is_malformed_and_the_audit_goes_on(stack, sealed, capsys, monkeypatch):
+    prefix = "aud-large/"
+    copy_chain(stack, sealed, prefix)
+    key = seal_key(prefix, max(sealed) + 1000)
+    version = put_object(stack, key, b"{" + b" " * (1024 * 1024) + b"}")
+    report = audit(stack, prefix)
+    assert [(f.kind, f.key, f.version_id) for f in report.findings] == [("malformed", key, version)]
+    assert "larger than 1048576 bytes" in report.findings[0].message and len(report.seals) == len(sealed)
+
+
+def test_a_prefix_with_no_seals_is_no_clean_audit(stack, sealed, capsys, monkeypatch):
+    from notary.cli_verify import EXIT_NO_SEALS
+
+    s3_env(monkeypatch, stack)
+    code, out, err = run_cli(capsys, "audit", *trust_args(stack), *s3_args(stack, "aud"))  # the prefix without its '/'
+    assert code == EXIT_NO_SEALS and out.startswith(f"NO SEALS: nothing under s3://{BUCKET}/audseals/"), out + err

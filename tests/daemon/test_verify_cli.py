@@ -7,6 +7,7 @@ import base64
 import datetime
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -134,3 +135,19 @@ def _successor(keyring: Keyring, when: datetime.datetime) -> Keyring:
     if any(k.key_id == key_id for k in keyring.keys()):
         return keyring
     return keyring.generate(key_id, "successor", "ed25519", public, now=when).activate(key_id.hex(), now=when)
+
+
+def test_a_proof_without_a_record_says_so_and_a_line_is_hashed_as_its_own_bytes(daemon_factory, stack, tmp_path, capsys):
+    d = daemon_factory("vfy-bytes", max_age=0.2).start()
+    latin1 = "caf\xe9 ouvert".encode("latin-1")  # a log line that is not UTF-8
+    answer = d.client().submit([hashlib.sha256(latin1).digest()], wait_sealed=True)[0]
+    proof = tmp_path / "latin1.tlog-proof"
+    proof.write_text(answer["proof"])
+    vkeys = [arg for key in stack.dev_info(d.url)["vkeys"] for arg in ("--vkey", key)]  # keys alone: no seal needed
+    code, out, err = run_cli(capsys, "verify", proof, *vkeys)
+    assert code == 0 and out.startswith("VERIFIED (proof only, no record given to compare): digest "), out + err
+    # argv holds the line's bytes as the shell passed them (os.fsdecode): they are what is hashed.
+    code, out, err = run_cli(capsys, "verify", proof, "--line", os.fsdecode(latin1), *vkeys)
+    assert code == 0 and out.startswith(f"VERIFIED: record {hashlib.sha256(latin1).hexdigest()} (the record given)"), \
+        out + err
+    assert d.stop() == 0
