@@ -33,7 +33,7 @@ VERIFY_EXIT_CODES = """exit status:
   0  verified: every check made passed
   1  the verification could not run (S3 unreachable or refused access): no verdict
   2  usage: missing or conflicting options, unreadable file
-  3  malformed input: the proof, seal, keyring or a key is not in its format
+  3  malformed input: the proof, seal, keyring, a key, --digest or the TSA roots are not in their format
   4  record mismatch: the record's SHA-256 is not the one the proof covers
   5  inclusion: the proof does not lead from the entry to the checkpoint's root
   6  signature: the checkpoint is not signed by a key trusted at the timestamp's time
@@ -45,7 +45,7 @@ AUDIT_EXIT_CODES = f"""exit status:
   0  clean: no finding
   1  the audit could not run (S3 unreachable or refused access)
   2  usage: missing or conflicting options, unreadable file
-  3  malformed input: the keyring or a key is not in its format
+  3  malformed input: the keyring, a key or the TSA roots are not in their format
   {EXIT_FINDINGS}  findings: at least one problem, each listed with the object key and version
   {EXIT_NO_SEALS} no seals: nothing under the prefix to audit; check --bucket and --prefix"""
 
