@@ -362,22 +362,17 @@ class SealReader(_S3):
         """Every seal key under the prefix with all its versions and their locks, by tree size; then every other key under seals/."""
         listing = await self._list_versions(f"{self.prefix}seals/")
         by_key = _versions_by_key(listing)
-        records = []
-        for key, tree_size in sorted(self._seal_keys(listing), key=lambda kt: kt[1]):
-            versions = [
-                v if v.delete_marker else dataclasses.replace(v, lock=await self.lock_status(key, v.version_id))
-                for v in by_key[key]
-            ]
-            records.append(SealRecord(tree_size, key, tuple(versions)))
-        # Whatever else sits under seals/ is reported, never skipped: a second
+        sizes = dict(self._seal_keys(listing))
+        # Whatever else sits under seals/ comes last, never skipped: a second
         # seal for a tree size at another key is a fork all the same.
-        seal_keys = {key for key, _ in self._seal_keys(listing)}
-        for key in sorted(by_key.keys() - seal_keys):
+        keys = sorted(sizes, key=sizes.__getitem__) + sorted(by_key.keys() - sizes.keys())
+        records = []
+        for key in keys:
             versions = [
                 v if v.delete_marker else dataclasses.replace(v, lock=await self.lock_status(key, v.version_id))
                 for v in by_key[key]
             ]
-            records.append(SealRecord(None, key, tuple(versions)))
+            records.append(SealRecord(sizes.get(key), key, tuple(versions)))
         return records
 
     def _seal_keys(self, listing: dict) -> Iterator[tuple[str, int]]:

@@ -340,15 +340,12 @@ def _check_strays(strays: Sequence[StoredSeal], originals: Sequence[tuple[Stored
                 continue
             try:
                 verify_seal(seal, trust, roots)
+                how = "signed and timestamped: two histories of the log"
             except (TimestampError, SignatureError) as exc:
-                findings.append(Finding("fork", tree_size=seal.tree_size, message=(
-                    f"a second seal of tree size {seal.tree_size}, with root {seal.root_hash.hex()}, against "
-                    f"{original[0].key}'s {original[1].root_hash.hex()}; it does not verify ({exc})"), **where))
-                continue
+                how = f"it does not verify ({exc})"
             findings.append(Finding("fork", tree_size=seal.tree_size, message=(
-                f"a second seal of tree size {seal.tree_size}, signed and timestamped, with root "
-                f"{seal.root_hash.hex()}, against {original[0].key}'s {original[1].root_hash.hex()}: "
-                "two histories of the log"), **where))
+                f"a second seal of tree size {seal.tree_size}, with root {seal.root_hash.hex()}, against "
+                f"{original[0].key}'s {original[1].root_hash.hex()}; {how}"), **where))
     return findings
 
 

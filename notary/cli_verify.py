@@ -9,10 +9,10 @@ docs/AUDITORS.md and in each command's --help.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
 import datetime
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path

@@ -399,12 +399,16 @@ class LogStore:
         self._index = DigestIndex(self.index_path, writable=writable)
         return self._index
 
-    def _trusted_index_size(self) -> int:
-        """How many leaves of this log the digest index covers, 0 if it has none or belongs to another log."""
-        index = self._digest_index(writable=False)
-        if index is None:
-            return 0
-        state = index.state()
+    def _trusted_index_size(self, state: tuple[int, bytes] | None = None) -> int:
+        """How many leaves of this log the digest index covers, 0 if it has none or belongs to another log.
+
+        ``state``: the index's (boundary, root) as the caller already read it, else read here.
+        """
+        if state is None:
+            index = self._digest_index(writable=False)
+            if index is None:
+                return 0
+            state = index.state()
         covered, root = state
         if covered == 0 or state == self._index_trusted:
             return covered
@@ -582,14 +586,11 @@ class LogStore:
             return
         # One reading of the boundary: a running daemon moves it on meanwhile,
         # and the rows below any boundary it had never change.
-        covered, root = index.state()
-        if covered == 0:
-            return
-        if covered > self._size:
+        state = index.state()
+        if state[0] > self._size:
             self.refresh()  # it indexed past the size this check started at
-        if covered > self._size or self.tree_hash(covered) != root:
-            log.warning("digest index %s covers %d leaves with root %s, which is not this log (%d leaves): "
-                        "not checked; the next indexing rebuilds it", self.index_path, covered, root.hex(), self._size)
+        covered = self._trusted_index_size(state)
+        if not covered:
             return
         for epoch in range(((covered - 1) >> EPOCH_BITS) + 1):
             first, end = epoch << EPOCH_BITS, min(covered, (epoch + 1) << EPOCH_BITS)

@@ -8,9 +8,10 @@ from typing import Any
 
 from notary.client.sync import ClientError, HttpClient, UnixClient, line_digests, record_digest, submit_unix
 
-# The asyncio client and the logging handler bring in aiohttp (a third of a
-# second to import): loaded on first use, so that a command that only needs
-# the synchronous client (``notary submit``, ``notary verify``) starts fast.
+# The asyncio client brings in aiohttp (a third of a second to import), and
+# only producers use the logging handler: both are loaded on first use, so
+# that a command that needs only the synchronous client (``notary submit``,
+# ``notary verify``) starts fast.
 _LAZY = {"AsyncHttpClient": "notary.client.aio", "submit_unix_async": "notary.client.aio",
          "HandlerError": "notary.client.handler", "NotAcknowledgedError": "notary.client.handler",
          "NotaryHandler": "notary.client.handler", "Receipt": "notary.client.handler",
