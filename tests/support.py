@@ -48,3 +48,20 @@ class SoftwareSigner:
 def examples(n: int) -> int:
     """Hypothesis example count: ``n`` in CI, ``n * FUZZ_SCALE`` for a deeper local run."""
     return n * int(os.environ.get("FUZZ_SCALE", "1"))
+
+
+def relabelled_checkpoint(key: SoftwareSigner, origin: str, claimed: str) -> tuple[bytes, bytes]:
+    """A checkpoint of log ``origin`` signed by ``key``, and the same with its signature relabelled as log ``claimed``'s.
+
+    What a key serving two logs makes possible: the signature itself still
+    verifies under ``key.verifier(claimed)``.
+    """
+    import asyncio
+
+    from notary.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+    from notary.note import Note, Signature
+
+    signed = asyncio.run(sign_checkpoint(Checkpoint(origin, 5, bytes(32)), [key]))
+    key_id = key.verifier(claimed).key_id
+    note = Note(signed.note.text, tuple(Signature(claimed, key_id, s.signature) for s in signed.note.signatures))
+    return signed.encode(), SignedCheckpoint(signed.checkpoint, note).encode()

@@ -22,7 +22,7 @@ from notary.entry import Entry, EntryRun, encode_entries, encode_run, entries_fr
 from notary.errors import FormatError, VerificationError
 from notary.note import parse_note, parse_verifier_key, verify_note
 from notary.tlogproof import TlogProof, parse_tlog_proof, verify_tlog_proof
-from tests.support import SoftwareSigner, examples
+from tests.support import SoftwareSigner, examples, relabelled_checkpoint
 from tests.vectors.generate import ECDSA_SCALAR, ED25519_SEED
 
 V = json.loads((Path(__file__).parent / "vectors" / "formats.json").read_text())
@@ -206,6 +206,19 @@ def test_checkpoint_signed_only_by_unknown_keys_is_rejected():
 def test_checkpoint_for_another_log_is_rejected():
     with pytest.raises(VerificationError, match="expected 'other.example/log'"):
         verify_signed_checkpoint(CP_TEXT, [ED_VKEY], origin="other.example/log")
+
+
+@pytest.mark.parametrize("algorithm", ["ed25519", "ecdsa"])
+def test_a_key_trusted_for_one_log_does_not_vouch_for_another_logs_checkpoint(algorithm):
+    """One key serving two logs: its signature on log B's checkpoint, relabelled with log A's name, is not log A's."""
+    key = SoftwareSigner.ed25519(bytes([7] * 32)) if algorithm == "ed25519" else SoftwareSigner.ecdsa(12345)
+    own, forged = relabelled_checkpoint(key, "other.example/log", ORIGIN)
+    relabelled = parse_signed_checkpoint(forged).note
+    assert key.verifier(ORIGIN).is_valid(relabelled.text.encode(), relabelled.signatures[0].signature)
+    with pytest.raises(VerificationError, match="no signature by a trusted key"):
+        verify_signed_checkpoint(forged, [key.verifier(ORIGIN)])
+    # Under its own name the same key still vouches for its own log.
+    assert verify_signed_checkpoint(own, [key.verifier("other.example/log")])[1]
 
 
 def test_verifier_key_with_wrong_id_is_refused():
