@@ -30,6 +30,11 @@ And along the chain of originals, by tree size: each seal's
 ``previous_tree_size`` names the seal before it and its consistency proof
 leads from that root to its own (``chain``); a seal that names a tree size
 with no seal in the bucket shows missing seals (``gap``).
+
+With ``newest_within``, the newest seal that verifies must be timestamped
+that recently before the audit (``stale``): the notary seals only when it
+has entries, so only the operator knows how quiet the log may go, and a
+stopped notary leaves a bucket that is otherwise clean.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ FINDING_KINDS = {
     "fork": "two seals for one tree size with different roots (at one key or at two)",
     "chain": "a seal does not extend the seal before it",
     "gap": "seals are missing from the chain",
+    "stale": "no seal that verifies was timestamped within the freshness bound before the audit",
 }
 
 
@@ -180,6 +186,7 @@ class AuditReport:
     min_retention: datetime.timedelta | None
     seals: tuple[AuditedSeal, ...]
     findings: tuple[Finding, ...] = field(default=())
+    newest_within: datetime.timedelta | None = None
 
     @property
     def ok(self) -> bool:
@@ -198,6 +205,7 @@ class AuditReport:
             "prefix": self.prefix,
             "audited_at": _iso(self.audited_at),
             "min_retention_days": None if self.min_retention is None else self.min_retention.days,
+            "newest_within_hours": None if self.newest_within is None else self.newest_within / _HOUR,
             "ok": self.ok,
             "seal_count": len(chain),
             "latest_tree_size": last.tree_size if last else None,
@@ -224,7 +232,18 @@ class AuditReport:
             lines += ["  " + f.line() for f in self.findings]
         if self.min_retention is not None:
             lines.append(f"Retention policy checked: at least {self.min_retention.days} days after each timestamp.")
+        if self.newest_within is not None:
+            lines.append(f"Freshness checked: a seal timestamped at most {_hours(self.newest_within)} "
+                         "before the audit.")
         return "\n".join(lines) + "\n"
+
+
+_HOUR = datetime.timedelta(hours=1)
+
+
+def _hours(span: datetime.timedelta) -> str:
+    hours = span / _HOUR
+    return f"{hours:g} hour" if hours == 1 else f"{hours:g} hours"
 
 
 def _iso(when: datetime.datetime) -> str:
@@ -269,8 +288,11 @@ def audit_seals(
     bucket: str = "",
     prefix: str = "",
     min_retention: datetime.timedelta | None = None,
+    newest_within: datetime.timedelta | None = None,
+    now: datetime.datetime | None = None,
 ) -> AuditReport:
     """Check every version of every seal and the chain of originals (see the module docstring)."""
+    now = now or datetime.datetime.now(datetime.UTC)
     findings: list[Finding] = []
     audited: list[AuditedSeal] = []
     originals: list[tuple[StoredVersion, SealObject]] = []
@@ -307,7 +329,27 @@ def audit_seals(
                 originals.append(parsed[0])
     findings += _check_chain(originals)
     findings += _check_strays([r for r in stored if r.tree_size is None], originals, trust, roots, prefix)
-    return AuditReport(bucket, prefix, datetime.datetime.now(datetime.UTC), min_retention, tuple(audited), tuple(findings))
+    if newest_within is not None and audited:
+        findings += _check_fresh(audited, newest_within, now, prefix)
+    return AuditReport(bucket, prefix, now, min_retention, tuple(audited), tuple(findings), newest_within)
+
+
+def _check_fresh(audited: Sequence[AuditedSeal], newest_within: datetime.timedelta, now: datetime.datetime,
+                 prefix: str) -> list[Finding]:
+    """A ``stale`` finding unless an original seal that verifies was timestamped within ``newest_within`` of ``now``."""
+    verified = [s for s in audited if s.original and s.verified is not None]
+    bound = f"the freshness bound of {_hours(newest_within)}"
+    if not verified:
+        return [Finding("stale", f"{prefix}seals/", None, None,
+                        f"no seal verifies, so none shows that the log was sealed within {bound}")]
+    newest = max(verified, key=lambda s: (s.verified.time, s.seal.tree_size))
+    age = now - newest.verified.time
+    if age <= newest_within:
+        return []
+    return [Finding("stale", newest.key, newest.version_id, newest.seal.tree_size, (
+        f"the newest seal that verifies was timestamped {_iso(newest.verified.time)}, "
+        f"{age / _HOUR:.1f} hours before this audit, past {bound}: nothing was sealed since (a stopped notary, anchoring that fails, "
+        "or a log that got no entries)"))]
 
 
 def _check_strays(strays: Sequence[StoredSeal], originals: Sequence[tuple[StoredVersion, SealObject]],
@@ -406,7 +448,9 @@ async def audit_bucket(
     roots: Sequence[x509.Certificate],
     *,
     min_retention: datetime.timedelta | None = None,
+    newest_within: datetime.timedelta | None = None,
 ) -> AuditReport:
     """Read every seal under the reader's bucket and prefix, and audit them."""
     stored = await fetch_seals(reader)
-    return audit_seals(stored, trust, roots, bucket=reader.bucket, prefix=reader.prefix, min_retention=min_retention)
+    return audit_seals(stored, trust, roots, bucket=reader.bucket, prefix=reader.prefix, min_retention=min_retention,
+                       newest_within=newest_within)

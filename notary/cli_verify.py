@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import math
 import os
 import sys
 import textwrap
@@ -90,6 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _trust_options(p)
     _s3_options(p)
     retention_option(p)
+    p.add_argument("--newest-within", type=float, metavar="HOURS",
+                   help="require a seal timestamped at most HOURS before the audit (a stale finding otherwise): "
+                        "catches a stopped notary; the notary seals only when it gets entries, so allow for quiet "
+                        "periods (default: not checked)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_audit)
 
@@ -230,13 +235,23 @@ def print_verdict(verdict, as_json: bool) -> int:
     return verdict.exit_code
 
 
+_MAX_HOURS = 100 * 366 * 24
+
+
 def _audit(args: argparse.Namespace) -> int:
     from notary.audit import audit_bucket
 
     dev = _dev_info(args)
     trust = _trust(args, dev)
     roots = _roots(args, dev, required=True)
-    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention(args)))
+    newest_within = None
+    if args.newest_within is not None:
+        if not (math.isfinite(args.newest_within) and 0 < args.newest_within <= _MAX_HOURS):
+            raise CommandError(f"--newest-within is {args.newest_within}, expected hours > 0 and at most "
+                               f"{_MAX_HOURS} (a century)", EXIT_USAGE)
+        newest_within = datetime.timedelta(hours=args.newest_within)
+    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention(args),
+                                      newest_within=newest_within))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -219,3 +219,35 @@ def test_a_prefix_with_no_seals_is_no_clean_audit(stack, sealed, capsys, monkeyp
     s3_env(monkeypatch, stack)
     code, out, err = run_cli(capsys, "audit", *trust_args(stack), *s3_args(stack, "aud"))  # the prefix without its '/'
     assert code == EXIT_NO_SEALS and out.startswith(f"NO SEALS: nothing under s3://{BUCKET}/audseals/"), out + err
+
+
+def test_a_log_not_sealed_within_the_freshness_bound_is_stale(stack, sealed, capsys, monkeypatch):
+    import datetime
+
+    from notary.audit import audit_seals, fetch_seals
+
+    s3_env(monkeypatch, stack)
+    code, out, err = run_cli(capsys, "audit", *trust_args(stack), *s3_args(stack, "aud/"), "--newest-within", "1")
+    assert code == 0 and out.startswith("CLEAN:") and "Freshness checked: a seal timestamped at most 1 hour before" in out, \
+        out + err
+    # The same seals audited two hours later: the newest one is named, with its timestamp.
+    trust = TrustedKeys.from_keyring(Keyring.load(stack.keyring_path))
+    roots = load_roots(stack.data_dir / "tsa" / "root.pem")
+    stored = asyncio.run(fetch_seals(SealReader(stack.s3.client(), BUCKET, "aud/")))
+    clean = audit_seals(stored, trust, roots, prefix="aud/")
+    newest = max(s.verified.time for s in clean.seals)
+    later = newest + datetime.timedelta(hours=2)
+    report = audit_seals(stored, trust, roots, prefix="aud/", newest_within=datetime.timedelta(hours=1), now=later)
+    assert [(f.kind, f.key, f.tree_size) for f in report.findings] == [("stale", seal_key("aud/", max(sealed)),
+                                                                         max(sealed))]
+    assert "2.0 hours before this audit, past the freshness bound of 1 hour:" in report.findings[0].message
+    assert audit_seals(stored, trust, roots, prefix="aud/", newest_within=datetime.timedelta(hours=2.5),
+                       now=later).ok
+    assert report.to_json()["newest_within_hours"] == 1.0 and clean.to_json()["newest_within_hours"] is None
+    # No seal verifies (the wrong TSA roots): nothing shows the log is being sealed.
+    blind = audit_seals(stored, trust, (), prefix="aud/", newest_within=datetime.timedelta(hours=1), now=newest)
+    assert ("stale", "aud/seals/") in kinds(blind)
+    # A bound of zero, a negative or an endless one is refused, naming the option.
+    for bad in ("0", "-1", "nan", "inf", "1e9"):
+        code, _, err = run_cli(capsys, "audit", *trust_args(stack), *s3_args(stack, "aud/"), "--newest-within", bad)
+        assert code == 2 and "--newest-within" in err, (bad, err)
