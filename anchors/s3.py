@@ -13,10 +13,13 @@ delete marker is an ``IntegrityAlarm``. In a versioned bucket, nobody can
 replace a locked version, only add versions on top; ``SealReader`` lists every
 version of every seal key, so such additions are visible.
 
-boto3 is blocking: every call runs in a worker thread (``asyncio.to_thread``).
-Clients made by ``make_client`` never retry on their own: a publish that fails
-is retried by the daemon's durable outbox, and the conditional PUT keeps that
-retry idempotent.
+boto3 is blocking: every call runs in a worker thread (``asyncio.to_thread``,
+or the reader's own pool). Clients made by ``make_client`` do not retry on
+their own unless asked: a publish that fails is retried by the daemon's
+durable outbox, and the conditional PUT keeps that retry idempotent. An
+audit has no outbox: its client retries (``retries``), and ``SealReader``
+keeps ``concurrency`` requests in flight, since an audit makes two requests
+a seal version and a busy log seals about once a second.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ import dataclasses
 import datetime
 import hashlib
 import hmac
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,6 +56,9 @@ MAX_SEAL_BYTES = 1024 * 1024
 # Errors S3 documents as "slow down and retry", whatever their HTTP status.
 _TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "RequestTimeout"})
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 _SEAL_KEY = re.compile(r"seals/([0-9]{20})\.json")  # ASCII digits only: int() takes others too
 
 
@@ -67,11 +76,15 @@ def make_client(
     access_key: str | None = None,
     secret_key: str | None = None,
     timeout: float = 30.0,
+    attempts: int = 1,
+    connections: int = 10,
 ):
-    """A boto3 S3 client that does not retry by itself (the outbox retries).
+    """A boto3 S3 client that makes ``attempts`` tries a request (1: no retry; the outbox retries).
 
-    Credentials default to boto3's chain (environment, shared files, instance
-    role); pass them only when they come from a secret file.
+    ``connections`` is the client's connection pool, as large as the number
+    of requests a caller keeps in flight. Credentials default to boto3's
+    chain (environment, shared files, instance role); pass them only when
+    they come from a secret file.
     """
     import boto3  # here: a fifth of a second to import, and most commands that import this module never call S3
     from botocore.config import Config
@@ -83,9 +96,10 @@ def make_client(
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         config=Config(
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             connect_timeout=timeout,
             read_timeout=timeout,
+            max_pool_connections=connections,
         ),
     )
 
@@ -161,16 +175,21 @@ def _versions_by_key(listing: dict) -> dict[str, tuple[SealVersion, ...]]:
 class _S3:
     """What publisher and reader share: a client, a bucket, a prefix, and error mapping."""
 
+    _executor: ThreadPoolExecutor | None = None  # None: asyncio's default pool
+
     def __init__(self, client, bucket: str, prefix: str = ""):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
 
+    async def _in_thread(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
     async def _call(self, operation: str, **params):
         """Run one boto3 call off the event loop; S3's own refusals stay ``ClientError``."""
         method = getattr(self.client, operation)
         try:
-            return await asyncio.to_thread(method, Bucket=self.bucket, **params)
+            return await self._in_thread(method, Bucket=self.bucket, **params)
         except BotoCoreError as exc:
             raise S3UnavailableError(f"S3 bucket {self.bucket} could not be reached for {operation} ({exc})") from None
 
@@ -224,7 +243,7 @@ class _S3:
             raise self._failed("GetObject", exc) from None
         body = reply["Body"]
         try:
-            data = await asyncio.to_thread(body.read, MAX_SEAL_BYTES + 1)
+            data = await self._in_thread(body.read, MAX_SEAL_BYTES + 1)
         finally:
             body.close()
         if len(data) > MAX_SEAL_BYTES:
@@ -356,7 +375,43 @@ class SealPublisher(_S3):
 
 
 class SealReader(_S3):
-    """Reads seals back for audit: every key, every version, every lock."""
+    """Reads seals back for audit: every key, every version, every lock.
+
+    With ``concurrency`` above 1, the reader keeps that many requests in
+    flight on a thread pool of its own (close it with ``close``); the client
+    needs a connection pool as large (``make_client(connections=...)``).
+    """
+
+    def __init__(self, client, bucket: str, prefix: str = "", *, concurrency: int = 1):
+        super().__init__(client, bucket, prefix)
+        if concurrency < 1:
+            raise ValueError(f"concurrency is {concurrency}, expected 1 or more")
+        self.concurrency = concurrency
+        if concurrency > 1:
+            self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="seal-reader")
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def each(self, items: Sequence[T], fetch: Callable[[T], Awaitable[R]]) -> list[R]:
+        """``fetch`` of every item, ``concurrency`` at a time, in the items' order; the first error cancels the rest."""
+        if self.concurrency == 1:
+            return [await fetch(item) for item in items]
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: T) -> R:
+            async with slots:
+                return await fetch(item)
+
+        tasks = [asyncio.ensure_future(one(item)) for item in items]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def seals(self) -> list[SealRecord]:
         """Every seal key under the prefix with all its versions and their locks, by tree size; then every other key under seals/."""
@@ -366,14 +421,14 @@ class SealReader(_S3):
         # Whatever else sits under seals/ comes last, never skipped: a second
         # seal for a tree size at another key is a fork all the same.
         keys = sorted(sizes, key=sizes.__getitem__) + sorted(by_key.keys() - sizes.keys())
-        records = []
-        for key in keys:
-            versions = [
-                v if v.delete_marker else dataclasses.replace(v, lock=await self.lock_status(key, v.version_id))
-                for v in by_key[key]
-            ]
-            records.append(SealRecord(sizes.get(key), key, tuple(versions)))
-        return records
+        pairs = [(key, v) for key in keys for v in by_key[key]]
+
+        async def locked(pair: tuple[str, SealVersion]) -> SealVersion:
+            key, v = pair
+            return v if v.delete_marker else dataclasses.replace(v, lock=await self.lock_status(key, v.version_id))
+
+        versions = iter(await self.each(pairs, locked))
+        return [SealRecord(sizes.get(key), key, tuple(next(versions) for _ in by_key[key])) for key in keys]
 
     def _seal_keys(self, listing: dict) -> Iterator[tuple[str, int]]:
         keys = {e["Key"] for e in listing["Versions"]} | {e["Key"] for e in listing["DeleteMarkers"]}

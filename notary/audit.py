@@ -106,8 +106,10 @@ async def fetch_seal(reader: SealReader, tree_size: int) -> StoredSeal:
 
 async def fetch_seals(reader: SealReader) -> list[StoredSeal]:
     """Every seal key under the reader's prefix, by tree size, every version with its lock and bytes."""
-    return [StoredSeal(r.tree_size, r.key, tuple([await _read(reader, r.key, v, tolerate=True) for v in r.versions]))
-            for r in await reader.seals()]
+    records = await reader.seals()
+    pairs = [(r.key, v) for r in records for v in r.versions]
+    stored = iter(await reader.each(pairs, lambda pair: _read(reader, *pair, tolerate=True)))
+    return [StoredSeal(r.tree_size, r.key, tuple(next(stored) for _ in r.versions)) for r in records]
 
 
 def _with_lock(version: SealVersion, lock: LockStatus) -> SealVersion:

@@ -18,7 +18,8 @@ from hsm.errors import KeyringError
 from hsm.keyring import Keyring
 
 from notary.cli_verify import (
-    CommandError, _dev_info, _read, _reader, _roots, _s3_options, _trust_options, retention, retention_option,
+    CommandError, _dev_info, _read, _roots, _s3_options, _trust_options, reader, retention, retention_option,
+    s3_requests_option,
 )
 from notary.errors import FormatError
 from notary.evidence import EXIT_CHAIN, EXIT_FINDINGS, EXIT_MALFORMED, EXIT_MANIFEST, EXIT_SEAL, Period, PackError
@@ -63,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _trust_options(p)
     _s3_options(p)
     retention_option(p)
+    s3_requests_option(p)
     p.set_defaults(handler=_evidence)
 
     p = subparsers.add_parser(
@@ -114,7 +116,11 @@ def _evidence(args: argparse.Namespace) -> int:
         raise CommandError(f"malformed input: {args.keyring}: {exc}", EXIT_MALFORMED) from None
     roots = _roots(args, dev, required=True)
     roots_path = args.tsa_roots or Path(dev["tsa_roots"])
-    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention(args)))
+    s3 = reader(args, dev)
+    try:
+        report = asyncio.run(audit_bucket(s3, trust, roots, min_retention=retention(args)))
+    finally:
+        s3.close()
     files, verdict = build_pack(report, period, keyring, _read(roots_path),
                                 created_at=datetime.datetime.now(datetime.UTC))
     try:

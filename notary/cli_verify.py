@@ -91,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _trust_options(p)
     _s3_options(p)
     retention_option(p)
+    s3_requests_option(p)
     p.add_argument("--newest-within", type=float, metavar="HOURS",
                    help="require a seal timestamped at most HOURS before the audit (a stale finding otherwise): "
                         "catches a stopped notary; the notary seals only when it gets entries, so allow for quiet "
@@ -114,6 +115,16 @@ def _s3_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="the log's prefix in the bucket (default: none)")
     p.add_argument("--endpoint-url", help="S3 endpoint, for S3-compatible stores (default: AWS)")
     p.add_argument("--region", help="S3 region (default: boto3's configuration)")
+
+
+S3_REQUESTS = 16  # requests an audit keeps in flight: two a seal version, and a busy log seals once a second
+S3_ATTEMPTS = 5  # an audit retries what S3 refuses for the moment (throttling, 5xx) rather than stop
+
+
+def s3_requests_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-requests", type=int, default=S3_REQUESTS, metavar="N",
+                   help=f"S3 requests kept in flight while reading seals (default: {S3_REQUESTS}); "
+                        "lower it if S3 throttles")
 
 
 def retention_option(p: argparse.ArgumentParser) -> None:
@@ -180,8 +191,12 @@ def _roots(args: argparse.Namespace, dev: dict, required: bool):
     return roots
 
 
-def _reader(args: argparse.Namespace, dev: dict):
-    """A SealReader for --bucket/--prefix (or dev.json's), credentials from dev.json or boto3's chain."""
+def reader(args: argparse.Namespace, dev: dict):
+    """A SealReader for --bucket/--prefix (or dev.json's), credentials from dev.json or boto3's chain.
+
+    With --s3-requests (audit, evidence) it keeps that many requests in
+    flight; close it when done.
+    """
     from anchors.s3 import SealReader, make_client
 
     s3 = dev.get("s3", {})
@@ -189,9 +204,13 @@ def _reader(args: argparse.Namespace, dev: dict):
     if not bucket:
         raise CommandError("give --bucket (and --prefix) for the seals in S3", EXIT_USAGE)
     prefix = args.prefix if args.prefix is not None else s3.get("prefix", "")
+    requests = getattr(args, "s3_requests", 1)
+    if not 1 <= requests <= 256:
+        raise CommandError(f"--s3-requests is {requests}, expected 1 to 256", EXIT_USAGE)
     client = make_client(args.endpoint_url or s3.get("endpoint"), args.region or ("us-east-1" if s3 else None),
-                         access_key=s3.get("access_key"), secret_key=s3.get("secret_key"))
-    return SealReader(client, bucket, prefix)
+                         access_key=s3.get("access_key"), secret_key=s3.get("secret_key"),
+                         attempts=S3_ATTEMPTS, connections=max(10, requests))
+    return SealReader(client, bucket, prefix, concurrency=requests)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -218,8 +237,8 @@ def _verify(args: argparse.Namespace) -> int:
         proof = parse_tlog_proof(proof_bytes)
         stored, bucket = None, ""
         if args.s3:
-            reader = _reader(args, dev)
-            stored, bucket = asyncio.run(fetch_seal(reader, proof.signed.checkpoint.size)), reader.bucket
+            s3 = reader(args, dev)
+            stored, bucket = asyncio.run(fetch_seal(s3, proof.signed.checkpoint.size)), s3.bucket
         verdict = verify_record(proof, trust, record_digest=digest, seal=seal, roots=roots, stored=stored, bucket=bucket)
     except FormatError as exc:
         raise CommandError(f"malformed input: {exc}", EXIT_MALFORMED) from None
@@ -250,8 +269,11 @@ def _audit(args: argparse.Namespace) -> int:
             raise CommandError(f"--newest-within is {args.newest_within}, expected hours > 0 and at most "
                                f"{_MAX_HOURS} (a century)", EXIT_USAGE)
         newest_within = datetime.timedelta(hours=args.newest_within)
-    report = asyncio.run(audit_bucket(_reader(args, dev), trust, roots, min_retention=retention(args),
-                                      newest_within=newest_within))
+    s3 = reader(args, dev)
+    try:
+        report = asyncio.run(audit_bucket(s3, trust, roots, min_retention=retention(args), newest_within=newest_within))
+    finally:
+        s3.close()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

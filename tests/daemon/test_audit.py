@@ -251,3 +251,36 @@ def test_a_log_not_sealed_within_the_freshness_bound_is_stale(stack, sealed, cap
     for bad in ("0", "-1", "nan", "inf", "1e9"):
         code, _, err = run_cli(capsys, "audit", *trust_args(stack), *s3_args(stack, "aud/"), "--newest-within", bad)
         assert code == 2 and "--newest-within" in err, (bad, err)
+
+
+def test_concurrent_reads_give_the_same_seals_in_order_and_the_first_error_stops_them(stack, sealed):
+    from anchors.errors import S3UnavailableError
+    from anchors.s3 import make_client
+    from botocore.exceptions import EndpointConnectionError
+
+    from notary.audit import fetch_seals
+
+    copy_chain(stack, sealed, "aud-concurrent/")
+    put_seal(stack, "aud-concurrent/", max(sealed), encode_seal(sealed[max(sealed)]))  # a second version
+    one = asyncio.run(fetch_seals(SealReader(stack.s3.client(), BUCKET, "aud-concurrent/")))
+    client = make_client(stack.s3.endpoint_url, "us-east-1", access_key=stack.s3.access_key,
+                         secret_key=stack.s3.secret_key, connections=8)
+    many = SealReader(client, BUCKET, "aud-concurrent/", concurrency=8)
+    try:
+        assert asyncio.run(fetch_seals(many)) == one
+        assert len(one) == len(sealed) and len(one[-1].versions) == 2
+
+        class Failing:  # the same client, but one read of the third seal cannot reach S3
+            def __getattr__(self, name):
+                return getattr(client, name)
+
+            def get_object(self, **params):
+                if params["Key"] == one[2].key:
+                    raise EndpointConnectionError(endpoint_url=stack.s3.endpoint_url)
+                return client.get_object(**params)
+
+        many.client = Failing()
+        with pytest.raises(S3UnavailableError, match="could not be reached for get_object"):
+            asyncio.run(fetch_seals(many))
+    finally:
+        many.close()
