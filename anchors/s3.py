@@ -297,6 +297,23 @@ class SealPublisher(_S3):
                 f"S3 bucket {self.bucket} has Object Lock {enabled or 'not configured'}, expected Enabled"
             )
 
+    async def seal_sizes_after(self, tree_size: int | None, limit: int = 1000) -> list[int]:
+        """Tree sizes of the seal keys past ``tree_size`` (all when None) under the prefix, the first ``limit`` keys.
+
+        Every key counts that holds a version or a delete marker: a hidden
+        seal was published all the same.
+        """
+        params: dict = {"Prefix": f"{self.prefix}seals/", "MaxKeys": limit}
+        if tree_size is not None:
+            params["KeyMarker"] = seal_key(self.prefix, tree_size)
+        try:
+            page = await self._call("list_object_versions", **params)
+        except ClientError as exc:
+            raise self._failed("ListObjectVersions", exc) from None
+        keys = {e["Key"] for e in page.get("Versions", [])} | {e["Key"] for e in page.get("DeleteMarkers", [])}
+        sizes = (_SEAL_KEY.fullmatch(key[len(self.prefix):]) for key in keys if key.startswith(self.prefix))
+        return sorted(n for n in (int(m.group(1)) for m in sizes if m) if tree_size is None or n > tree_size)
+
     async def publish(self, tree_size: int, seal: bytes) -> SealReceipt:
         """Put ``seal`` (the JSON bytes, published verbatim) as the seal of ``tree_size``.
 

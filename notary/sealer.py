@@ -42,11 +42,41 @@ class Timestamper(Protocol):
 class Publisher(Protocol):
     async def publish(self, tree_size: int, seal: bytes) -> Any: ...  # returns a receipt
 
+    async def seal_sizes_after(self, tree_size: int | None) -> list[int]: ...  # seals already in the bucket
+
 
 class InconsistentStoreError(StoreError):
     """The store disagrees with a checkpoint this log already signed: refuse to seal."""
 
     exit_code = 3
+
+
+class BucketAheadError(InconsistentStoreError):
+    """The bucket holds seals past this host's newest: sealing on would fork the log."""
+
+
+async def check_bucket_not_ahead(seals: SealDB, publisher: Publisher, bucket: str) -> None:
+    """Refuse to run when the bucket holds a seal past the newest in ``seals``.
+
+    The seals database is written before anything is published, so after a
+    crash it is never behind the bucket. It is behind when it (with the log
+    store) was restored from an older backup, or when another notary writes
+    under the same prefix: sealing on would sign tree sizes and roots that
+    contradict seals already locked in the bucket.
+    """
+    last = await seals.latest()
+    ahead = await publisher.seal_sizes_after(None if last is None else last.tree_size)
+    if not ahead:
+        return
+    mine = "no seals" if last is None else f"seals up to tree size {last.tree_size}"
+    raise BucketAheadError(
+        f"S3 bucket {bucket} already holds the seal of tree size {ahead[0]}"
+        f"{f' (and {len(ahead) - 1} more)' if len(ahead) > 1 else ''}, but this host's seals database has {mine}: "
+        "the data directory is older than what this log published (restored from an old backup?), or another "
+        "notary writes under the same prefix. Sealing on would fork the log, so the notary refuses to start. "
+        "Restore the newest log.db and seals.db; if the entries past that seal are lost, this log cannot go on: "
+        "start a new log (another origin and prefix) and keep this bucket as the old log's evidence "
+        "(docs/OPERATIONS.md, \"Running the daemon\", step 1)")
 
 
 async def check_store_against_last_seal(writer: LogWriter, seals: SealDB) -> Seal | None:
@@ -176,6 +206,7 @@ class Anchorer:
         self._wakeup.set()
 
     async def start(self) -> None:
+        await check_bucket_not_ahead(self._seals, self._s3, self.bucket)
         self.latest_anchored = await self._seals.latest(anchored=True)
         pending = await self._seals.unanchored()
         self.unanchored = len(pending)

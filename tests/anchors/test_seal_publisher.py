@@ -209,3 +209,20 @@ def test_limitation_seaweedfs_filer_api_bypasses_object_lock(seaweed, s3, bucket
         s3.get_object(Bucket=bucket, Key=receipt.key, VersionId=receipt.version_id)
     assert gone.value.response["Error"]["Code"] == "NoSuchVersion"
     assert reader_seals(s3, bucket) == []
+
+
+def test_seal_sizes_after_a_tree_size_start_past_it_in_tree_size_order(s3, bucket):
+    """What the daemon asks at start: seals in the bucket past its own newest (S3 lists from KeyMarker on)."""
+    for size in (1, 2, 3, 10, 200):
+        publish(s3, bucket, size, seal_bytes(size))
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}seals/7.json", Body=b"not at a seal key")
+
+    async def after(size, limit=1000):
+        publisher = await SealPublisher.open(s3, bucket, prefix=PREFIX, retention=RETENTION)
+        return await publisher.seal_sizes_after(size, limit)
+
+    assert asyncio.run(after(None)) == [1, 2, 3, 10, 200]
+    assert asyncio.run(after(2)) == [3, 10, 200]
+    assert asyncio.run(after(2, limit=2)) == [3, 10]  # the listing starts past the marker, not at the first key
+    assert asyncio.run(after(200)) == []
+    assert asyncio.run(after(5)) == [10, 200]  # a size with no seal of its own

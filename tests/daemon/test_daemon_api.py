@@ -188,6 +188,41 @@ def test_restart_on_a_truncated_store_refuses_to_seal(daemon_factory):
     assert "the store was truncated or replaced" in d.log_tail()
 
 
+def test_restart_on_a_data_directory_older_than_the_bucket_refuses_to_seal(daemon_factory, stack):
+    """log.db and seals.db restored together from an older backup: consistent with each other, behind the bucket.
+
+    Sealing on would reuse indices the bucket's seals cover and publish a seal
+    that contradicts them (a fork, locked for good); the daemon refuses to start.
+    Also a second notary on the same prefix, with no seals of its own.
+    """
+    import shutil
+
+    d = daemon_factory("restored", max_age=0.2).start()
+    first = d.client().submit(digests(5, "restored-a"), wait_sealed=True)[-1]["index"] + 1
+    assert d.stop() == 0
+    backup = d.data_dir.parent / "restored-backup"
+    shutil.copytree(d.data_dir, backup)
+    d.start()
+    second = d.client().submit(digests(5, "restored-b"), wait_sealed=True)[-1]["index"] + 1
+    assert d.stop() == 0
+    shutil.rmtree(d.data_dir)
+    shutil.copytree(backup, d.data_dir)
+    d.start(wait=False)
+    assert d.process.wait(60) == 3, d.log_tail()
+    d.process = None
+    tail = d.log_tail()
+    assert f"already holds the seal of tree size {second}" in tail, tail
+    assert f"this host's seals database has seals up to tree size {first}" in tail, tail
+    # A fresh data directory on the same prefix: the bucket is ahead of it too.
+    other = daemon_factory("restored-other", max_age=0.2)
+    other.config_path.write_text(other.config_path.read_text().replace('prefix = "restored-other/"',
+                                                                       'prefix = "restored/"'))
+    other.start(wait=False)
+    assert other.process.wait(60) == 3, other.log_tail()
+    other.process = None
+    assert "but this host's seals database has no seals" in other.log_tail()
+
+
 def test_daemon_stops_when_its_store_writer_dies(daemon_factory):
     """The writer process is the only one that commits: without it the daemon exits (systemd restarts it)."""
     import psutil
