@@ -250,9 +250,13 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
     notary = Notary(config, signers=adapters.signers(), timestamper=adapters.timestamper, publisher=adapters.publisher)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    reloading = asyncio.Lock()
     try:
+        # The keyring's history is checked against what the log holds before
+        # the sealer signs anything with its keys.
+        events = adapters.keyring_events(await notary.last_logged_key_event())
         await notary.start()
-        await notary.log_key_events(adapters.keyring_events(await notary.last_logged_key_event()))
+        await notary.log_key_events(events)
         runner = web.AppRunner(build_app(notary), access_log=None)
         await runner.setup()
         sites = []
@@ -264,7 +268,8 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(notary, config_path, adapters)))
+        loop.add_signal_handler(signal.SIGHUP,
+                                lambda: asyncio.ensure_future(_reload(notary, config_path, adapters, reloading)))
         watchdog = asyncio.create_task(systemd.watchdog_loop(stop))
         # What start-up made (boto3's service models above all: some 100k
         # objects) lives as long as the daemon: out of the collector's reach,
@@ -301,18 +306,29 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
         adapters.close()
 
 
-async def _reload(notary: Notary, config_path: Path, adapters: Adapters) -> None:
-    """SIGHUP: reload the sources and the keyring (new active keys sign from the next seal on)."""
-    try:
-        fresh = load_config(config_path)
-        if fresh.origin != notary.config.origin or fresh.data_dir != notary.config.data_dir:
-            raise NotaryError("origin and data_dir cannot change on reload; restart the service")
+async def _reload(notary: Notary, config_path: Path, adapters: Adapters, reloading: asyncio.Lock) -> None:
+    """SIGHUP: reload the sources and the keyring (new active keys sign from the next seal on).
+
+    All or nothing: the configuration, the signers and the keyring's events
+    are read and checked first (a keyring whose history does not extend what
+    the log holds is refused), and applied only when all of them hold.
+    Reloads run one at a time, so two signals close together never log one
+    key event twice.
+    """
+    async with reloading:
+        try:
+            fresh = load_config(config_path)
+            if fresh.origin != notary.config.origin or fresh.data_dir != notary.config.data_dir:
+                raise NotaryError("origin and data_dir cannot change on reload; restart the service")
+            signers = adapters.signers()
+            events = adapters.keyring_events(await notary.last_logged_key_event())
+            # The events go into the log before their keys sign; if that fails, nothing has changed.
+            logged = await notary.log_key_events(events)
+        except Exception as exc:  # a bad reload keeps the running configuration
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
         notary.config = dataclasses.replace(notary.config, http_tokens=fresh.http_tokens, unix_peers=fresh.unix_peers)
-        signers = adapters.signers()
         notary.replace_signers(signers)
-        logged = await notary.log_key_events(adapters.keyring_events(await notary.last_logged_key_event()))
         systemd.notify("STATUS=reloaded")
         log.info("reloaded: %d sources, %d active keys, %d new key events logged",
                  len(fresh.http_tokens) + len(fresh.unix_peers), len(signers), logged)
-    except Exception as exc:  # a bad reload keeps the running configuration
-        log.error("reload failed, keeping the running configuration: %s", exc)

@@ -1,0 +1,128 @@
+"""SIGHUP reloads (``notary.daemon._reload``): all or nothing, one at a time.
+
+A stand-in for the daemon holds what a reload touches (configuration,
+signers, the last key event logged); the keyring is a real file read by
+``hsm.keyring``, so its history check is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hsm.algorithms import key_id_for
+from hsm.keyring import Keyring
+from notary import daemon
+from notary.config import load_config
+from notary.errors import NotaryError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "notary.example.toml"
+
+
+def public_key() -> bytes:
+    return Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                  serialization.PublicFormat.Raw)
+
+
+class Daemon:
+    """What ``_reload`` touches; ``log_key_events`` records events as the real one does (after a pause)."""
+
+    def __init__(self, config, signers, last_logged: bytes | None, fail_logging: bool = False):
+        self.config = config
+        self.signers = list(signers)
+        self.last = last_logged
+        self.logged: list = []
+        self.fail_logging = fail_logging
+
+    def replace_signers(self, signers):
+        self.signers = list(signers)
+
+    async def log_key_events(self, events):
+        await asyncio.sleep(0.01)  # the append is durable only after a commit
+        if self.fail_logging:
+            raise NotaryError("ingest is closed")
+        self.logged += events
+        if events:
+            self.last = events[-1].digest()
+        return len(events)
+
+    async def last_logged_key_event(self):
+        return self.last
+
+
+def adapters_for(path: Path) -> daemon.Adapters:
+    load = lambda: Keyring.load(path)  # noqa: E731
+    return daemon.Adapters(signers=lambda: [k.label for k in load().active_keys()], timestamper=None,
+                           publisher=None, keyring_events=lambda last: load().unlogged_events(last),
+                           close=lambda: None)
+
+
+def rotation(origin: str) -> tuple[Keyring, Keyring]:
+    """A keyring with key-a active, and the same after activating key-b and retiring key-a."""
+    a, b = public_key(), public_key()
+    before = Keyring(origin).generate(key_id_for(a), "key-a", "ed25519", a).activate("key-a")
+    return before, before.generate(key_id_for(b), "key-b", "ed25519", b).activate("key-b").retire("key-a")
+
+
+def reload(notary: Daemon, path: Path, lock: asyncio.Lock | None = None) -> None:
+    asyncio.run(daemon._reload(notary, EXAMPLE, adapters_for(path), lock or asyncio.Lock()))
+
+
+def test_a_keyring_rolled_back_behind_the_log_changes_nothing(tmp_path, caplog):
+    config = load_config(EXAMPLE)
+    before, after = rotation(config.origin)
+    path = tmp_path / "keyring.json"
+    path.write_bytes(before.encode())  # the log already holds the whole rotation: this is a rollback
+    changed = dataclasses.replace(config, http_tokens={})
+    notary = Daemon(changed, ["key-b"], after.events[-1].digest())
+    caplog.set_level(logging.ERROR)
+    reload(notary, path)
+    assert "reload failed, keeping the running configuration" in caplog.text
+    # Neither the retired key nor the file's sources took over (before: signers ["key-a"], tokens of the file).
+    assert notary.signers == ["key-b"] and notary.config.http_tokens == {} and notary.logged == []
+
+
+def test_a_reload_whose_key_events_cannot_be_logged_changes_nothing(tmp_path, caplog):
+    config = load_config(EXAMPLE)
+    before, after = rotation(config.origin)
+    path = tmp_path / "keyring.json"
+    path.write_bytes(after.encode())
+    notary = Daemon(dataclasses.replace(config, http_tokens={}), ["key-a"], before.events[-1].digest(),
+                    fail_logging=True)
+    caplog.set_level(logging.ERROR)
+    reload(notary, path)
+    assert "reload failed, keeping the running configuration: ingest is closed" in caplog.text
+    assert notary.signers == ["key-a"] and notary.config.http_tokens == {}
+
+
+def test_a_good_reload_logs_the_events_then_applies_everything(tmp_path):
+    config = load_config(EXAMPLE)
+    before, after = rotation(config.origin)
+    path = tmp_path / "keyring.json"
+    path.write_bytes(after.encode())
+    notary = Daemon(dataclasses.replace(config, http_tokens={}), ["key-a"], before.events[-1].digest())
+    reload(notary, path)
+    assert notary.signers == ["key-b"] and notary.config.http_tokens == config.http_tokens
+    assert [e.digest() for e in notary.logged] == [e.digest() for e in after.events[len(before.events):]]
+
+
+def test_two_signals_close_together_log_each_key_event_once(tmp_path):
+    config = load_config(EXAMPLE)
+    before, after = rotation(config.origin)
+    path = tmp_path / "keyring.json"
+    path.write_bytes(after.encode())
+    notary = Daemon(config, ["key-a"], before.events[-1].digest())
+    new = len(after.events) - len(before.events)
+
+    async def two() -> None:
+        lock = asyncio.Lock()
+        await asyncio.gather(daemon._reload(notary, EXAMPLE, adapters_for(path), lock),
+                             daemon._reload(notary, EXAMPLE, adapters_for(path), lock))
+
+    asyncio.run(two())
+    assert len(notary.logged) == new  # before: each reload logged them (2 * new)
