@@ -121,7 +121,13 @@ def build_app(notary: Notary) -> web.Application:
         count = entries.count
         if request.query.get("wait") == "sealed":
             indices = range(first, first + count)
-            await notary.wait_anchored(indices[-1])
+            try:
+                await notary.wait_anchored(indices[-1])
+            except NotAnchoredBeforeStop as exc:
+                # Acknowledged all the same: the indices say so, and a retry would append them twice.
+                return web.json_response({"error": f"{exc}; do not submit again: fetch the proofs by index later",
+                                          "entries": [{"index": i} for i in indices]},
+                                         status=503, headers={"Retry-After": "5"})
             proofs = [(await notary.tlog_proof(i)).format() for i in indices]
             return web.json_response({"entries": [{"index": i, "proof": p} for i, p in zip(indices, proofs)]})
         # The hot path's answer, written directly: json.dumps of 1000 small
@@ -254,3 +260,7 @@ def build_app(notary: Notary) -> web.Application:
 
 class NotYetSealed(NotaryError):
     """The entry exists but no anchored seal covers it yet."""
+
+
+class NotAnchoredBeforeStop(NotaryError):
+    """The daemon stopped (its drain timeout passed) before the entries waited for were anchored."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from notary import systemd
-from notary.api import NotYetSealed, build_app
+from notary.api import NotAnchoredBeforeStop, NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
 from notary.config import Config, load_config
 from notary.entry import EntryRun, encode_run
@@ -61,6 +61,7 @@ class Notary:
         self.stopping = asyncio.Event()  # the sealer's last turn
         self.draining = asyncio.Event()  # set once the last seal is stored: the anchorer empties the outbox
         self._drain_deadline: float | None = None
+        self._drained = False
         self.tasks: list[asyncio.Task] = []
 
     # -- lifecycle ---------------------------------------------------------
@@ -77,9 +78,19 @@ class Notary:
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stop ingest, commit what was accepted, seal it, drain the outbox within ``timeout``."""
+        """``drain``, then ``close``."""
+        await self.drain(timeout)
+        self.close()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop ingest, commit what was accepted, seal it, drain the outbox within ``timeout``.
+
+        Reads still work afterwards (requests in flight finish); then
+        ``close``. Whoever waits for an anchoring that did not happen in time
+        is woken with ``NotAnchoredBeforeStop``.
+        """
         timeout = self.config.shutdown_timeout if timeout is None else timeout
-        self.tasks[3].cancel()  # the writer is closed below, on purpose
+        self.tasks[3].cancel()  # the writer is closed by close(), on purpose
         self.sequencer.close()
         await self.tasks[0]  # everything accepted is durable
         self._drain_deadline = time.monotonic() + timeout
@@ -87,6 +98,11 @@ class Notary:
         await self.tasks[1]  # the final seal is stored
         self.draining.set()
         await self.tasks[2]
+        self._drained = True
+        async with self.anchorer.anchored:
+            self.anchorer.anchored.notify_all()
+
+    def close(self) -> None:
         self.writer.close()
         self.seals.close()
 
@@ -129,9 +145,15 @@ class Notary:
         return await self.finder.find_all(digests)
 
     async def wait_anchored(self, index: int) -> None:
+        """Until an anchored seal covers entry ``index``; ``NotAnchoredBeforeStop`` if the daemon stops first."""
+        def covered() -> bool:
+            return self.anchorer.latest_anchored is not None and self.anchorer.latest_anchored.tree_size > index
+
         async with self.anchorer.anchored:
-            await self.anchorer.anchored.wait_for(
-                lambda: self.anchorer.latest_anchored is not None and self.anchorer.latest_anchored.tree_size > index)
+            await self.anchorer.anchored.wait_for(lambda: covered() or self._drained)
+        if not covered():
+            raise NotAnchoredBeforeStop(f"the notary stopped before entry {index} was anchored; it is durable and "
+                                        "will be anchored after the restart")
 
     async def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
         if size is None:
@@ -297,9 +319,12 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
             await site.stop()
         if unix_server is not None:
             unix_server.close()
-        await notary.stop()
-        watchdog.cancel()
+        await notary.drain()
+        # Requests in flight (a ?wait=sealed answer building its proofs, a
+        # proof on a kept-alive connection) finish before the store closes.
         await runner.cleanup()
+        notary.close()
+        watchdog.cancel()
         return 0
     finally:
         await adapters.timestamper.close()

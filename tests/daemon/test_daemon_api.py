@@ -279,3 +279,75 @@ def test_check_store_beside_a_daemon_under_ingest_finds_nothing_wrong(daemon_fac
     assert results == [0] * len(results), out
     assert out.count("OK: ") == len(results) and "seals agree with the log" in out
     assert d.stop() == 0
+
+
+def _post_waiting(d, hex_digests: list[str], answer: dict):
+    """POST ?wait=sealed in a thread; ``answer`` gets the status and the JSON body."""
+    import threading
+
+    def post():
+        req = urllib.request.Request(d.url + "/v1/entries?wait=sealed", method="POST",
+                                     data=json.dumps({"digests": hex_digests}).encode(),
+                                     headers={"Authorization": f"Bearer {d.stack.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                answer["status"], answer["body"] = resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            answer["status"], answer["body"] = exc.code, json.loads(exc.read())
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread
+
+
+def _stop_once_committed(d, size: int) -> int:
+    import signal
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            line.startswith("notary_log_entries ") and float(line.split()[1]) >= size
+            for line in d.client().metrics().splitlines()):
+        time.sleep(0.05)
+    d.process.send_signal(signal.SIGTERM)
+    code = d.process.wait(120)
+    d.process = None
+    return code
+
+
+def test_sigterm_answers_a_waiting_submission_with_its_proofs(daemon_factory):
+    """SIGTERM seals and anchors what was accepted; a ?wait=sealed request in flight gets its proofs.
+
+    Before, the store closed while the answer's proofs were being built: a 500 for entries that were
+    durable and anchored, which a producer would submit again.
+    """
+    d = daemon_factory("sigterm-wait", max_age=60, max_entries=1_000_000).start()
+    hex_digests = [h.hex() for h in digests(2000, "sigterm-wait")]
+    answer: dict = {}
+    thread = _post_waiting(d, hex_digests, answer)
+    assert _stop_once_committed(d, len(hex_digests)) == 0
+    thread.join(60)
+    assert answer["status"] == 200, (answer, d.log_tail())
+    entries = answer["body"]["entries"]
+    first = entries[0]["index"]  # after the key events the daemon logged at its first start
+    assert [e["index"] for e in entries] == list(range(first, first + len(hex_digests)))
+    for e in entries[:: len(entries) // 4]:
+        proof = verify_tlog_proof(e["proof"].encode(), d.vkeys())
+        assert proof.index == e["index"]
+
+
+def test_sigterm_before_anchoring_answers_a_waiting_submission_with_its_indices(daemon_factory, stack):
+    """The TSA unreachable and the drain timeout short: the entries are durable but not anchored before the
+    daemon exits. The waiting request gets a 503 that carries their indices and says not to submit again."""
+    d = daemon_factory("sigterm-unanchored", max_age=60, max_entries=1_000_000, shutdown_timeout=1)
+    d.config_path.write_text(d.config_path.read_text().replace(stack.tsa_url, "http://127.0.0.1:9/"))
+    d.start()
+    hex_digests = [h.hex() for h in digests(10, "sigterm-unanchored")]
+    answer: dict = {}
+    thread = _post_waiting(d, hex_digests, answer)
+    assert _stop_once_committed(d, len(hex_digests)) == 0
+    thread.join(60)
+    assert answer["status"] == 503, (answer, d.log_tail())
+    first = answer["body"]["entries"][0]["index"]
+    assert answer["body"]["entries"] == [{"index": i} for i in range(first, first + len(hex_digests))]
+    assert "do not submit again" in answer["body"]["error"]
