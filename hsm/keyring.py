@@ -275,6 +275,7 @@ class Keyring:
     def _replay(self) -> dict[bytes, KeyRecord]:
         """Key states after every event, checking each event against the rules."""
         keys: dict[bytes, KeyRecord] = {}
+        times: dict[bytes, datetime] = {}
         prev = GENESIS
         for seq, event in enumerate(self.events):
             where = f"key event {seq} ({event.event} {event.key_id.hex()})"
@@ -284,6 +285,14 @@ class Keyring:
                 raise KeyringError(f"{where} names the key name {event.name!r}, but the keyring is {self.name!r}")
             if not TIME_RE.fullmatch(event.time):
                 raise KeyringError(f"{where} has time {event.time!r}, expected YYYY-MM-DDTHH:MM:SSZ")
+            try:
+                when = datetime.strptime(event.time, "%Y-%m-%dT%H:%M:%SZ")
+            except ValueError:
+                raise KeyringError(f"{where} has time {event.time!r}, which is no date and time") from None
+            if event.key_id in times and when < times[event.key_id]:
+                raise KeyringError(f"{where} has time {event.time!r}, before the key's previous event: a key's "
+                                   "events go forward in time (auditors trust it only between them)")
+            times[event.key_id] = when
             if event.event not in TRANSITIONS:
                 raise KeyringError(f"{where} is not one of {', '.join(TRANSITIONS)}")
             sources, target = TRANSITIONS[event.event]

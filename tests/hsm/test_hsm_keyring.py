@@ -181,6 +181,32 @@ def test_tampered_keyring_file_is_rejected(tmp_path: Path, tamper, message: str)
         Keyring.parse(json.dumps(value).encode())
 
 
+def _rechained(ring: Keyring, times: list[str]) -> bytes:
+    """``ring``'s file with the events' times replaced, each ``prev`` fixed so that only the times are wrong."""
+    value = json.loads(ring.encode())
+    prev = GENESIS
+    for event, time in zip(value["events"], times):
+        event.update(time=time, prev=prev)
+        prev = hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize("times, message", [
+    (["2026-02-30T10:00:00Z", "2026-03-01T10:00:00Z"], "which is no date and time"),
+    (["2026-01-01T25:61:61Z", "2026-03-01T10:00:00Z"], "which is no date and time"),
+    (["2026-03-01T10:00:00Z", "2026-02-01T10:00:00Z"], "before the key's previous event"),
+])
+def test_event_times_that_are_no_date_or_go_back_for_a_key_are_refused(times, message) -> None:
+    """Before, such a keyring parsed, and every auditor command then died in a ValueError traceback (or,
+    for a retirement dated before the activation, trusted the key at no time at all)."""
+    ring = generated(Keyring(ORIGIN)).activate("k", now=T0)
+    data = _rechained(ring, times)
+    if message == "before the key's previous event":
+        assert Keyring.parse(_rechained(ring, times[::-1])).key("k").status == ACTIVE  # the same, in order
+    with pytest.raises(KeyringError, match=message):
+        Keyring.parse(data)
+
+
 def test_update_only_appends(tmp_path: Path) -> None:
     path = tmp_path / "keyring.json"
     keyring_file.update(path, lambda old: generated(Keyring(ORIGIN)).activate("k"))
