@@ -56,7 +56,7 @@ class Notary:
         self.sealer = Sealer(origin=config.origin, writer=self.writer, sequencer=self.sequencer, seals=self.seals,
                              signers=lambda: self._signers, max_entries=config.max_entries, max_age=config.max_age)
         self.anchorer = Anchorer(origin=config.origin, seals=self.seals, timestamper=timestamper,
-                                 publisher=publisher, bucket=config.s3.bucket)
+                                 publisher=publisher, bucket=config.s3.bucket, signers=lambda: self._signers)
         self.sealer.on_seal = self.anchorer.poke
         self.stopping = asyncio.Event()  # the sealer's last turn
         self.draining = asyncio.Event()  # set once the last seal is stored: the anchorer empties the outbox

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from notary import merkle
-from notary.checkpoint import Checkpoint, sign_checkpoint
+from notary.checkpoint import Checkpoint, parse_signed_checkpoint, sign_checkpoint
 from anchors.errors import IntegrityAlarm
 from notary.errors import StoreError, VerificationError
 from notary.note import NoteSigner, VerifierKey, verify_note
@@ -182,10 +182,29 @@ class Sealer:
         return seal
 
 
+def _signed_by_every(checkpoint: bytes, trusted: Sequence[VerifierKey]) -> bool:
+    try:
+        return len(verify_note(parse_signed_checkpoint(checkpoint).note, trusted)) == len(trusted)
+    except VerificationError:
+        return False
+
+
 class Anchorer:
+    """The outbox: each stored seal, in order, is timestamped and then published.
+
+    A seal waits here signed by the keys that were active when it was made.
+    Auditors trust a key between its activation and its retirement, judged at
+    the token's time, so a seal is timestamped only once every key active
+    *now* has signed it: one left over from before a rotation (the daemon
+    stopped, or the TSA down, while a key was retired) is signed again with
+    the active keys first. Nothing has left the host yet: same tree size,
+    same root, only the signature lines change.
+    """
+
     def __init__(self, *, origin: str, seals: SealDB, timestamper: Timestamper, publisher: Publisher,
-                 bucket: str):
+                 bucket: str, signers: Callable[[], Sequence[NoteSigner]] = lambda: ()):
         self.origin = origin
+        self._signers = signers
         self._seals = seals
         self._tsa, self._s3 = timestamper, publisher
         self.bucket = bucket
@@ -253,8 +272,22 @@ class Anchorer:
                     await _wait_any(stopping, timeout=backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
+    async def _signed_now(self, seal: Seal) -> Seal:
+        """``seal``, signed again by the active keys when one of them has not signed it (class docstring)."""
+        signers = list(self._signers())
+        trusted = [VerifierKey(self.origin, s.sig_type, s.public_key) for s in signers]
+        if not trusted or _signed_by_every(seal.checkpoint, trusted):
+            return seal
+        signed = await sign_checkpoint(Checkpoint(self.origin, seal.tree_size, seal.root_hash), signers)
+        if not _signed_by_every(signed.encode(), trusted):
+            raise VerificationError(f"checkpoint {seal.tree_size} is not signed by every active key; not anchoring")
+        log.warning("seal of tree size %d was signed by keys that are no longer all active; signed again with "
+                    "the %d active keys before it is timestamped", seal.tree_size, len(trusted))
+        return await self._seals.set_checkpoint(seal, signed.encode())
+
     async def anchor(self, seal: Seal) -> Seal:
         if seal.timestamp_token is None:
+            seal = await self._signed_now(seal)
             token = await self._tsa.timestamp(seal.checkpoint)
             seal = await self._seals.set_token(seal, token.der)
         receipt = await self._s3.publish(seal.tree_size, seal.seal_json(self.origin))

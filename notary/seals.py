@@ -127,6 +127,17 @@ class SealDB:
             )
         await self._run(add)
 
+    async def set_checkpoint(self, seal: Seal, checkpoint: bytes) -> Seal:
+        """Replace the signed checkpoint of a seal not timestamped yet (signed again after a key rotation)."""
+        def update() -> None:
+            changed = self._db.execute(
+                "UPDATE seals SET checkpoint = ? WHERE tree_size = ? AND timestamp_token IS NULL",
+                (checkpoint, seal.tree_size)).rowcount
+            if changed != 1:
+                raise StoreError(f"seal {seal.tree_size} is already timestamped; its checkpoint stays as it is")
+        await self._run(update)
+        return replace(seal, checkpoint=checkpoint)
+
     async def set_token(self, seal: Seal, token: bytes) -> Seal:
         await self._run(lambda: self._db.execute(
             "UPDATE seals SET timestamp_token = ? WHERE tree_size = ? AND timestamp_token IS NULL", (token, seal.tree_size)))

@@ -351,3 +351,54 @@ def test_sigterm_before_anchoring_answers_a_waiting_submission_with_its_indices(
     first = answer["body"]["entries"][0]["index"]
     assert answer["body"]["entries"] == [{"index": i} for i in range(first, first + len(hex_digests))]
     assert "do not submit again" in answer["body"]["error"]
+
+
+def test_seals_waiting_through_a_key_rotation_are_signed_again_and_audit_clean(daemon_factory, stack, tmp_path):
+    """The daemon stops with seals in its outbox (the TSA down); the operator rotates the key while it is
+    stopped (a successor activated, the old key retired). Auditors judge a key at the token's time, which
+    comes after the retirement: a seal signed by the old key alone would never verify, locked for years.
+    At the restart the waiting seals are signed again by the active key before they are timestamped."""
+    import asyncio
+    import shutil
+    import sys
+    import time
+
+    from anchors.tsa import load_roots
+    from hsm.keyring import Keyring
+    from notary.audit import audit_seals, fetch_seals
+    from notary.devstack import BUCKET, TOKEN_LABEL
+    from notary.trust import TrustedKeys
+
+    keyring = tmp_path / "keyring.json"
+    shutil.copy(stack.keyring_path, keyring)
+    d = daemon_factory("rotate-outbox", max_age=0.2, shutdown_timeout=1)
+    config = d.config_path.read_text().replace(str(stack.keyring_path), str(keyring))
+    d.config_path.write_text(config.replace(stack.tsa_url, "http://127.0.0.1:9/"))
+    d.start()
+    size = d.client().submit(digests(5, "rotate-outbox"))[-1]["index"] + 1
+    deadline = time.monotonic() + 60
+    while not any(line.startswith("notary_sealed_tree_size ") and float(line.split()[1]) >= size
+                  for line in d.client().metrics().splitlines()):
+        assert time.monotonic() < deadline, d.log_tail()
+        time.sleep(0.1)
+    assert d.stop() == 0
+    old = Keyring.load(keyring).active_keys()[0]
+    token = ["--token", TOKEN_LABEL, "--pin", f"file:{stack.data_dir / 'hsm' / 'user.pin'}"]
+    for args in (["generate", "--label", "rotate-outbox-new", "--algorithm", "ed25519", *token],
+                 ["activate", "rotate-outbox-new", *token], ["retire", old.label]):
+        time.sleep(1.1)  # keyring times are whole seconds: each event after the one before
+        result = subprocess.run([sys.executable, "-m", "notary.cli", "keys", *args, "--keyring", str(keyring)],
+                                env=stack.env(), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    time.sleep(1.1)
+    d.config_path.write_text(config)  # the TSA is back
+    d.start()
+    d.wait_anchored(size)
+    assert d.stop() == 0
+    stored = asyncio.run(fetch_seals(SealReader(stack.s3.client(), BUCKET, "rotate-outbox/")))
+    report = audit_seals(stored, TrustedKeys.from_keyring(Keyring.load(keyring)),
+                         load_roots(stack.data_dir / "tsa" / "root.pem"), prefix="rotate-outbox/")
+    assert report.ok and report.seals, [f.line() for f in report.findings]
+    assert [k.label for k in Keyring.load(keyring).active_keys()] == ["rotate-outbox-new"]
+    assert all([k.label for k in s.verified.signed_by] == ["rotate-outbox-new"] for s in report.seals)
+    assert "signed again with the 1 active keys before it is timestamped" in d.log_path.read_text()
