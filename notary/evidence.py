@@ -162,15 +162,21 @@ def seal_file(tree_size: int) -> str:
 def select_seals(report: AuditReport, period: Period) -> list[tuple[AuditedSeal, str]]:
     """The originals of the period, the one before it and the one after it, each with its role, by tree size.
 
+    The pack runs, by tree size, from the last seal before the first one not
+    timestamped before the period to the first seal after the *last* one
+    timestamped in it. A seal stamped in the period therefore always is in the
+    pack, even when timestamps go backwards across the period's end (TSAs whose
+    clocks differ by their accuracy); a seal out of time order in the pack
+    keeps its own role, and ``verify_pack`` flags it.
+
     A seal's time is its verified token's; a seal whose token does not verify
     (an audit finding already) is placed by its ``sealed_at``, the notary's clock.
     """
     chain = [s for s in report.chain() if s.seal is not None]
     roles = [period.role(_seal_time(s)) for s in chain]
     first = next((i for i, r in enumerate(roles) if r != BEFORE), len(chain))
-    last = next((i for i in range(first, len(chain)) if roles[i] == AFTER), len(chain))
-    chosen = range(max(first - 1, 0), min(last + 1, len(chain)))
-    return [(chain[i], BEFORE if i < first else AFTER if i >= last else PERIOD) for i in chosen]
+    last = max((i for i, r in enumerate(roles) if r == PERIOD), default=first - 1) + 1
+    return [(chain[i], roles[i]) for i in range(max(first - 1, 0), min(last + 1, len(chain)))]
 
 
 def _seal_time(audited: AuditedSeal) -> datetime.datetime:
