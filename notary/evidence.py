@@ -78,6 +78,12 @@ TRANSCRIPT_METHOD = (
 )
 
 
+# Periods have four-digit years, so that every bound is written as ISO 8601 and read back exactly; the last
+# whole day of year 9999 cannot be a --to date, its end (the next midnight) being past datetime's range.
+FIRST_YEAR = 1000
+_YEARS = f"periods lie in the years {FIRST_YEAR} to 9999 (UTC)"
+
+
 class PackError(NotaryError):
     """A pack cannot be read at all (no such directory, too many files)."""
 
@@ -93,6 +99,8 @@ class Period:
     end: datetime.datetime
 
     def __post_init__(self) -> None:
+        if self.start.year < FIRST_YEAR or self.end.year < FIRST_YEAR:
+            raise FormatError(f"the period reaches back to the year {min(self.start, self.end).year}: {_YEARS}")
         if not self.start < self.end:
             raise FormatError(f"the period starts {_iso(self.start)}, not before its end {_iso(self.end)}")
 
@@ -133,7 +141,10 @@ def _bound(text: str, option: str, end_of_day: bool) -> datetime.datetime:
             when = datetime.datetime.strptime(text, pattern).replace(tzinfo=datetime.UTC)
         except ValueError:
             continue
-        return when + datetime.timedelta(days=1) if whole_day and end_of_day else when
+        try:
+            return when + datetime.timedelta(days=1) if whole_day and end_of_day else when
+        except OverflowError:  # --to 9999-12-31: its day ends in the year 10000
+            raise FormatError(f"{option} {text!r} ends after the year 9999: {_YEARS}") from None
     raise FormatError(f"{option} {text!r} is not a date YYYY-MM-DD or a UTC time YYYY-MM-DDTHH:MM:SSZ")
 
 

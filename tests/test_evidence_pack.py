@@ -1,11 +1,16 @@
-"""Evidence packs made and checked without a daemon (tests/packkit.py): which seals a pack holds when timestamps
-go backwards at the period's end."""
+"""Evidence packs made and checked without a daemon (tests/packkit.py): the period's bounds; which seals a pack
+holds when timestamps go backwards at the period's end."""
 
 from __future__ import annotations
 
 import datetime
 import time
 
+import pytest
+
+from anchors.devtsa import DevTsa
+from notary import evidence
+from notary.cli import main
 from notary.evidence import EXIT_CHAIN, Period, build_pack, seal_file, verify_pack
 from tests.packkit import UTC, SealedLog, audit, keyring, pack_json
 
@@ -16,6 +21,32 @@ AROUND_NOW = Period(NOW - HOUR, NOW + HOUR)  # packs are made at its end (make_p
 
 def _lines(verdict) -> list[str]:
     return [p.line() for p in verdict.problems]
+
+
+def _evidence_args(tmp_path, *period: str) -> list[str]:
+    (tmp_path / "keyring.json").write_bytes(keyring().encode())
+    return ["evidence", *period, "--out", str(tmp_path / "pack"), "--keyring", str(tmp_path / "keyring.json"),
+            "--tsa-roots", str(DevTsa(tmp_path / "tsa").root_cert_path), "--bucket", "b", "--prefix", "wrong/",
+            "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"]
+
+
+# -- the period's bounds ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start, end, message", [
+    ("2026-01-01", "9999-12-31", "--to '9999-12-31' ends after the year 9999: periods lie in the years 1000 to 9999"),
+    ("0999-01-01", "0999-03-31", "the period reaches back to the year 999: periods lie in the years 1000 to 9999"),
+])
+def test_periods_beyond_four_digit_years_are_usage_errors(tmp_path, capsys, start, end, message):
+    assert main(_evidence_args(tmp_path, "--from", start, "--to", end)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_periods_at_the_year_bounds_are_written_and_read_back_exactly():
+    period = Period.parse("1000-01-01", "9999-12-30")
+    bounds = period.to_json()
+    assert bounds == {"start": "1000-01-01T00:00:00Z", "end": "9999-12-31T00:00:00Z"}
+    assert Period(evidence._parse_iso(bounds["start"], "start"), evidence._parse_iso(bounds["end"], "end")) == period
 
 
 # -- timestamps going backwards at the period's end ----------------------------------------------------------
