@@ -22,7 +22,7 @@ from hsm.keyring import Keyring
 from notary.audit import AuditReport, StoredSeal, StoredVersion, audit_seals
 from notary.checkpoint import Checkpoint, sign_checkpoint
 from notary.entry import Entry
-from notary.evidence import MANIFEST, PACK_JSON, Period, build_pack, manifest, verify_contents
+from notary.evidence import MANIFEST, PACK_JSON, Period, build_pack, manifest, pages, verify_contents
 from notary.sealobject import canonical_json
 from notary.seals import Seal
 from notary.store import LogStore
@@ -110,8 +110,6 @@ def edit_json(files: dict[str, bytes], path: str, change: Callable[[dict], objec
 
 def forge(files: dict[str, bytes]) -> dict[str, bytes]:
     """What a forger who edits the data also does: make the pages again from it, and SHA256SUMS."""
-    from notary.evidence import pages
-
     files = files | pages(files, verify_contents(files))
     return files | {MANIFEST: manifest(files)}
 
