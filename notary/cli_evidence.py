@@ -18,7 +18,7 @@ from hsm.errors import KeyringError
 from hsm.keyring import Keyring
 
 from notary.cli_verify import (
-    CommandError, _dev_info, _read, _roots, _s3_options, _trust_options, reader, retention, retention_option,
+    EXIT_NO_SEALS, CommandError, _dev_info, _read, _roots, _s3_options, _trust_options, reader, retention, retention_option,
     s3_requests_option,
 )
 from notary.errors import FormatError
@@ -29,18 +29,23 @@ from notary.verify import EXIT_USAGE
 EVIDENCE_EXIT_CODES = f"""exit status:
   0  the pack is written and verified: no problem on its seals
   1  the bucket could not be read (S3 unreachable or refused access)
-  2  usage: missing or conflicting options, unreadable file, --out not empty
+  2  usage: missing or conflicting options, unreadable file, --out not empty, a period that has not ended
   3  malformed input: the keyring or TSA roots are not in their format
-  {EXIT_FINDINGS}  the pack is written, but its seals have problems (listed, and in the pack's transcript)"""
+  {EXIT_FINDINGS}  the pack is written, but its seals have problems (listed, and in the pack's transcript)
+  {EXIT_NO_SEALS} no seals: nothing under the prefix; no pack is written; check --bucket and --prefix"""
 
 VERIFY_PACK_EXIT_CODES = f"""exit status:
   0  verified
   2  usage: DIR is not a directory
-  {EXIT_MALFORMED}  pack.json, the keyring or the TSA roots in the pack cannot be read
-  {EXIT_MANIFEST}  a file differs from SHA256SUMS, is missing, or is not listed
+  {EXIT_MALFORMED}  pack.json, audit/audit.json, the keyring or the TSA roots in the pack cannot be read, or a
+     field they must have is missing or of the wrong type
+  {EXIT_MANIFEST}  a file differs from SHA256SUMS, is missing, or is not listed; or report.html, transcript.txt or
+     keys/key-history.txt differs from the one rebuilt from the pack's data
   {EXIT_SEAL}  a seal is malformed, not signed by a key in service at its time, not timestamped by a trusted TSA,
-     or not the seal the audit read
-  {EXIT_CHAIN}  the seals do not chain (a seal is missing inside the period) or do not cover the period
+     or not the seal the audit read (pack.json and audit/audit.json disagree on it)
+  {EXIT_CHAIN}  the seals do not chain, or do not cover the period: a seal is missing inside the period, an
+     original seal of audit/audit.json in the pack's range is missing, the pack holds no seal, timestamps go
+     backwards across the period's bounds, or the pack was made before the period's end
   {EXIT_FINDINGS}  the pack's audit recorded problems on its seals (locks, versions, forks)
 When there are several, the lowest code is returned; every problem is listed, one per line, naming its file."""
 
@@ -87,9 +92,11 @@ def _period(args: argparse.Namespace) -> Period:
     if args.end is None:
         raise CommandError("give --to DATE with --from DATE", EXIT_USAGE)
     try:
-        return Period.parse(args.start, args.end)
+        period = Period.parse(args.start, args.end)
+        period.require_ended(datetime.datetime.now(datetime.UTC))
     except FormatError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
+    return period
 
 
 def _evidence(args: argparse.Namespace) -> int:
@@ -121,6 +128,10 @@ def _evidence(args: argparse.Namespace) -> int:
         report = asyncio.run(audit_bucket(s3, trust, roots, min_retention=retention(args)))
     finally:
         s3.close()
+    if not report.seals:
+        raise CommandError(f"NO SEALS: nothing under s3://{report.bucket}/{report.prefix}seals/ to put in a pack; "
+                           "check --bucket and --prefix (a prefix ends in '/'). No evidence pack written.",
+                           EXIT_NO_SEALS)
     files, verdict = build_pack(report, period, keyring, _read(roots_path),
                                 created_at=datetime.datetime.now(datetime.UTC))
     try:

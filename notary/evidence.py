@@ -10,14 +10,24 @@ the seals whose RFC 3161 time falls in the period [start, end), plus the seal
 just before the period (so that the first seal's consistency proof has a root
 to start from, and nothing can be missing at the start) and the seal just
 after it, when there is one (so that nothing can be missing at the end). The
-consistency proofs that chain them are inside the seals.
+consistency proofs that chain them are inside the seals. A pack is made once
+its period has ended; one without any seal does not verify (the command line
+writes none).
 
 What ``verify_pack`` checks: every file against ``SHA256SUMS``; every seal's
 token against the pack's TSA roots and its signatures by a key of the pack's
 keyring in service at the token's time; each seal's link to the one before
-(RFC 9162 §2.1.4.2), so that no seal inside the period is missing; which
-seals fall in the period; that each seal is the original the audit read; and
-the audit's findings on the pack's range of tree sizes.
+(RFC 9162 §2.1.4.2); which seals fall in the period, and that the pack was
+made after its end; that each seal is the original the audit read, and that
+every original the audit read in the pack's range of tree sizes is in the
+pack; the audit's findings on that range; and that the pages (key history,
+transcript, report) are the ones its data gives.
+
+What it cannot check: pack.json, audit.json and SHA256SUMS are signed by no
+one. Seals removed together with their entries in all three (and the next
+seal relinked, its proof being covered by no signature) show only against
+the bucket (``notary audit``) or a SHA256SUMS kept since the pack was handed
+over; tests/test_evidence_pack.py shows both.
 """
 
 from __future__ import annotations
@@ -74,8 +84,18 @@ TRANSCRIPT_METHOD = (
     "key of keys/keyring.json in service (between its activate and retire events) at the token's time; each seal's",
     "consistency proof must lead from the root of the seal before it to its own root (RFC 9162 section 2.1.4.2), so",
     "no seal is missing between them; each seal's time places it before, in or after the period; each seal must be",
-    "the original version the audit read from S3 (audit/audit.json), whose findings on these seals are listed.",
+    "the original version the audit read from S3 (audit/audit.json), whose findings on these seals are listed;",
+    "every original seal that audit read in the pack's range of tree sizes must be in the pack; the pack must be",
+    "made after the period's end. Limit: pack.json, audit/audit.json and SHA256SUMS are not signed, so seals removed",
+    "with all three rewritten to match show only against the bucket (notary audit) or a copy of SHA256SUMS (or its",
+    "SHA-256) kept since the pack was handed over.",
 )
+
+
+# Periods have four-digit years, so that every bound is written as ISO 8601 and read back exactly; the last
+# whole day of year 9999 cannot be a --to date, its end (the next midnight) being past datetime's range.
+FIRST_YEAR = 1000
+_YEARS = f"periods lie in the years {FIRST_YEAR} to 9999 (UTC)"
 
 
 class PackError(NotaryError):
@@ -93,8 +113,16 @@ class Period:
     end: datetime.datetime
 
     def __post_init__(self) -> None:
+        if self.start.year < FIRST_YEAR or self.end.year < FIRST_YEAR:
+            raise FormatError(f"the period reaches back to the year {min(self.start, self.end).year}: {_YEARS}")
         if not self.start < self.end:
             raise FormatError(f"the period starts {_iso(self.start)}, not before its end {_iso(self.end)}")
+
+    def require_ended(self, now: datetime.datetime) -> None:
+        """A pack is made once its period has ended: before, seals timestamped later in the period cannot be in it."""
+        if now < self.end:
+            raise FormatError(f"the period ends {_iso(self.end)}, after now ({_iso(now)}): a pack made before the end "
+                              "of its period cannot hold all of its seals; make it once the period has ended")
 
     def role(self, when: datetime.datetime) -> str:
         return BEFORE if when < self.start else AFTER if when >= self.end else PERIOD
@@ -133,7 +161,10 @@ def _bound(text: str, option: str, end_of_day: bool) -> datetime.datetime:
             when = datetime.datetime.strptime(text, pattern).replace(tzinfo=datetime.UTC)
         except ValueError:
             continue
-        return when + datetime.timedelta(days=1) if whole_day and end_of_day else when
+        try:
+            return when + datetime.timedelta(days=1) if whole_day and end_of_day else when
+        except OverflowError:  # --to 9999-12-31: its day ends in the year 10000
+            raise FormatError(f"{option} {text!r} ends after the year 9999: {_YEARS}") from None
     raise FormatError(f"{option} {text!r} is not a date YYYY-MM-DD or a UTC time YYYY-MM-DDTHH:MM:SSZ")
 
 
@@ -162,15 +193,21 @@ def seal_file(tree_size: int) -> str:
 def select_seals(report: AuditReport, period: Period) -> list[tuple[AuditedSeal, str]]:
     """The originals of the period, the one before it and the one after it, each with its role, by tree size.
 
+    The pack runs, by tree size, from the last seal before the first one not
+    timestamped before the period to the first seal after the *last* one
+    timestamped in it. A seal stamped in the period therefore always is in the
+    pack, even when timestamps go backwards across the period's end (TSAs whose
+    clocks differ by their accuracy); a seal out of time order in the pack
+    keeps its own role, and ``verify_pack`` flags it.
+
     A seal's time is its verified token's; a seal whose token does not verify
     (an audit finding already) is placed by its ``sealed_at``, the notary's clock.
     """
     chain = [s for s in report.chain() if s.seal is not None]
     roles = [period.role(_seal_time(s)) for s in chain]
     first = next((i for i, r in enumerate(roles) if r != BEFORE), len(chain))
-    last = next((i for i in range(first, len(chain)) if roles[i] == AFTER), len(chain))
-    chosen = range(max(first - 1, 0), min(last + 1, len(chain)))
-    return [(chain[i], BEFORE if i < first else AFTER if i >= last else PERIOD) for i in chosen]
+    last = max((i for i, r in enumerate(roles) if r == PERIOD), default=first - 1) + 1
+    return [(chain[i], roles[i]) for i in range(max(first - 1, 0), min(last + 1, len(chain)))]
 
 
 def _seal_time(audited: AuditedSeal) -> datetime.datetime:
@@ -187,9 +224,11 @@ def build_pack(
     *,
     created_at: datetime.datetime,
 ) -> tuple[dict[str, bytes], PackVerdict]:
-    """Every file of the pack, by path, and the verification of its contents (the transcript's source)."""
-    from notary.evidence_report import key_history_text, render_html
+    """Every file of the pack, by path, and the verification of its contents (the transcript's source).
 
+    ``created_at`` must not be before the period's end (``Period.require_ended``).
+    """
+    period.require_ended(created_at)
     selected = select_seals(report, period)
     files: dict[str, bytes] = {seal_file(s.seal.tree_size): s.seal.raw for s, _ in selected}
     audit_json = report.to_json()
@@ -213,11 +252,21 @@ def build_pack(
     files[AUDIT_JSON] = (json.dumps(audit_json, indent=2) + "\n").encode()
     verdict = verify_contents(files)
     files[AUDIT_TEXT] = (report.render_text() + verdict.findings_text()).encode()
-    files[KEY_HISTORY] = key_history_text(Keyring.parse(keyring)).encode()
-    files[TRANSCRIPT] = verdict.render_text().encode()
-    files[REPORT] = render_html(verdict, pack, Keyring.parse(keyring), files).encode()
+    files |= pages(files, verdict)
     files[MANIFEST] = manifest(files)
     return files, verdict
+
+
+def pages(files: Mapping[str, bytes], verdict: PackVerdict) -> dict[str, bytes]:
+    """The key history table, the transcript and the HTML report: computed from the pack's data (pack.json,
+    keyring, and the verification of its contents), so that ``verify_pack`` can rebuild and compare them."""
+    from notary.evidence_report import key_history_text, render_html
+
+    keyring = Keyring.parse(files[KEYRING])
+    made = {KEY_HISTORY: key_history_text(keyring).encode(), TRANSCRIPT: verdict.render_text().encode()}
+    listed = {path: data for path, data in files.items() if path not in (REPORT, MANIFEST)} | made
+    made[REPORT] = render_html(verdict, json.loads(files[PACK_JSON]), keyring, listed).encode()
+    return made
 
 
 def manifest(files: Mapping[str, bytes]) -> bytes:
@@ -374,11 +423,35 @@ def verify_manifest(files: Mapping[str, bytes]) -> tuple[Check, list[Problem]]:
 
 
 def verify_pack(files: Mapping[str, bytes]) -> PackVerdict:
-    """The manifest, then the contents (``verify_contents``)."""
+    """The manifest, then the contents (``verify_contents``), then the pages made from them (``pages``)."""
     check, problems = verify_manifest(files)
     contents = verify_contents(files)
+    pages_check, page_problems = _check_pages(files, contents)
     return PackVerdict(contents.origin, contents.period, contents.trust, contents.roots, contents.seals,
-                       (check,) + contents.checks, tuple(problems) + contents.problems, contents.audit_findings)
+                       (check,) + contents.checks + (pages_check,),
+                       tuple(problems) + contents.problems + tuple(page_problems), contents.audit_findings)
+
+
+def _check_pages(files: Mapping[str, bytes], contents: PackVerdict) -> tuple[Check, list[Problem]]:
+    """key-history.txt, transcript.txt and report.html against the ones ``pages`` makes from the pack's data.
+
+    A page made from data that has changed since differs too: then the data's
+    own problems give the exit status, and the page is only listed.
+    """
+    if contents.trust is None:
+        return Check("pages", NOT_CHECKED, f"{KEY_HISTORY}, {TRANSCRIPT} and {REPORT} cannot be rebuilt: the "
+                     "pack's data cannot be read", EXIT_MANIFEST), []
+    exit_code = contents.exit_code or EXIT_MANIFEST
+    problems = [Problem(path, "is missing" if path not in files else
+                        "differs from the one rebuilt from the pack's data (pack.json, seals, keyring, audit.json "
+                        "and their verification): it was edited, or made from data that has changed since",
+                        exit_code)
+                for path, data in sorted(pages(files, contents).items()) if files.get(path) != data]
+    if problems:
+        return Check("pages", FAILED, f"{len(problems)} page(s) differ from the ones rebuilt from the pack's data",
+                     exit_code), problems
+    return Check("pages", OK, f"{KEY_HISTORY}, {TRANSCRIPT} and {REPORT} are byte for byte the ones rebuilt from "
+                 "the pack's data and its verification", EXIT_MANIFEST), []
 
 
 def verify_contents(files: Mapping[str, bytes]) -> PackVerdict:
@@ -386,8 +459,9 @@ def verify_contents(files: Mapping[str, bytes]) -> PackVerdict:
     problems: list[Problem] = []
     try:
         pack = _pack_json(files)
-        period = Period(_parse_iso(pack["period"]["start"], "pack.json period start"),
-                        _parse_iso(pack["period"]["end"], "pack.json period end"))
+        period = Period(_parse_iso(pack["period"]["start"], "period.start"),
+                        _parse_iso(pack["period"]["end"], "period.end"))
+        created_at = _parse_iso(pack["created_at"], "created_at")
     except FormatError as exc:
         return _unreadable(PACK_JSON, str(exc))
     try:
@@ -412,20 +486,22 @@ def verify_contents(files: Mapping[str, bytes]) -> PackVerdict:
         problems.append(Problem(KEYRING, f"is the keyring of log {keyring.name!r}, but the pack is for log "
                                 f"{pack['origin']!r}", EXIT_MALFORMED))
 
-    audited = _audited_originals(files, problems)
-    seals = [_check_seal(path, data, trust, roots, period, audited) for path, data in sorted(files.items())
+    audit = _audit_json(files, problems)
+    originals = _originals_by_size(audit) if audit is not None else None
+    seals = [_check_seal(path, data, trust, roots, period, originals) for path, data in sorted(files.items())
              if path.startswith(SEALS_DIR)]
     problems += [Problem(s.file, c.detail, c.exit_code) for s in seals for c in s.checks if c.status == FAILED]
     seals, chain_problems = _check_chain(seals, period)
     problems += chain_problems
-    period_check, period_problems = _check_period(seals, pack, period)
+    period_check, period_problems = _check_period(seals, pack, period, created_at, audit)
     problems += period_problems
     checks.append(period_check)
-    findings = _findings_on(files, seals) if audited is not None else []
-    if audited is None:
+    findings = _findings_on(audit, seals) if audit is not None else []
+    if audit is None:
         checks.append(Check("audit", FAILED, f"{AUDIT_JSON} cannot be read, so locks and versions are unknown",
                             EXIT_MALFORMED))
     else:
+        problems += _stated_against_audit(pack, originals)
         checks.append(Check("audit", FAILED if findings else OK,
                             f"{AUDIT_JSON} records {len(findings)} finding(s) on the pack's seals" if findings else
                             f"{AUDIT_JSON}: the audit of s3://{pack['bucket']}/{pack['prefix']} made with the pack "
@@ -441,33 +517,80 @@ def _unreadable(file: str, message: str, origin: str = "?", period: Period | Non
                        (Problem(file, message, EXIT_MALFORMED),))
 
 
+# The JSON fields verify_pack reads, with their types; None stands for JSON null. A field that is missing or of
+# another type makes the file malformed, so that no later step meets a value it does not expect.
+_STR, _INT, _OPT_STR, _OPT_INT = (str,), (int,), (str, type(None)), (int, type(None))
+_PACK_FIELDS = {"format": _STR, "origin": _STR, "bucket": _STR, "prefix": _STR, "period": (dict,),
+                "created_at": _STR, "latest_tree_size": _OPT_INT, "seals": (list,)}
+_PERIOD_FIELDS = {"start": _STR, "end": _STR}
+_PACK_SEAL_FIELDS = {"file": _STR, "tree_size": _INT, "role": _STR, "s3_key": _STR, "version_id": _STR,
+                     "sha256": _STR, "lock_mode": _OPT_STR, "retain_until": _OPT_STR}
+_AUDIT_FIELDS = {"format": _STR, "latest_tree_size": _OPT_INT, "findings": (list,), "seals": (list,)}
+_AUDIT_SEAL_FIELDS = {"key": _STR, "version_id": _STR, "original": (bool,), "sha256": _STR, "lock_mode": _OPT_STR,
+                      "retain_until": _OPT_STR}  # and tree_size, an int, when the object is a seal
+_FINDING_FIELDS = {"kind": _STR, "key": _STR, "version_id": _OPT_STR, "tree_size": _OPT_INT, "message": _STR}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object",
+               type(None): "null"}
+
+
+def _fields(value: object, fields: Mapping[str, tuple[type, ...]], where: str) -> dict:
+    """``value`` when it is a JSON object holding each of ``fields`` with one of its types (true is no integer)."""
+    if not isinstance(value, dict):
+        raise FormatError(f"{where or 'the file'} is not a JSON object")
+    for name, kinds in fields.items():
+        field = value.get(name, ...)
+        if not isinstance(field, kinds) or (isinstance(field, bool) and bool not in kinds):
+            path = f"{where}.{name}" if where else name
+            raise FormatError(f"has no field {path} of type {' or '.join(_TYPE_NAMES[k] for k in kinds)}")
+    return value
+
+
 def _pack_json(files: Mapping[str, bytes]) -> dict:
     if PACK_JSON not in files:
         raise FormatError("is missing")
     try:
-        pack = json.loads(files[PACK_JSON])
+        doc = json.loads(files[PACK_JSON])
     except ValueError as exc:
         raise FormatError(f"is not JSON: {exc}") from None
-    fields = {"format": str, "origin": str, "bucket": str, "prefix": str, "period": dict, "seals": list}
-    for name, kind in fields.items():
-        if not isinstance(pack, dict) or not isinstance(pack.get(name), kind):
-            raise FormatError(f"has no field {name} of type {kind.__name__}")
+    pack = _fields(doc, _PACK_FIELDS, "")
     if pack["format"] != PACK_FORMAT:
         raise FormatError(f"has format {pack['format']!r}, expected {PACK_FORMAT!r}")
+    _fields(pack["period"], _PERIOD_FIELDS, "period")
+    for i, entry in enumerate(pack["seals"]):
+        _fields(entry, _PACK_SEAL_FIELDS, f"seals[{i}]")
     return pack
 
 
-def _audited_originals(files: Mapping[str, bytes], problems: list[Problem]) -> dict[str, dict] | None:
-    """The original seal versions the audit read, by S3 key; None when audit.json is unusable."""
+def _audit_json(files: Mapping[str, bytes], problems: list[Problem]) -> dict | None:
+    """The audit made with the pack, its fields checked; None (and a problem) when it is unusable."""
     try:
-        audit = json.loads(files[AUDIT_JSON])
-        return {s["key"]: s for s in audit["seals"] if s["original"]}
-    except (KeyError, TypeError, ValueError):
-        problems.append(Problem(AUDIT_JSON, "is missing or not a notary-audit/v1 report", EXIT_MALFORMED))
-        return None
+        audit = _fields(json.loads(files[AUDIT_JSON]), _AUDIT_FIELDS, "")
+        if audit["format"] != "notary-audit/v1":
+            raise FormatError(f"has format {audit['format']!r}, expected 'notary-audit/v1'")
+        for i, entry in enumerate(audit["seals"]):
+            _fields(entry, _AUDIT_SEAL_FIELDS | ({"tree_size": _INT} if "tree_size" in entry else {}), f"seals[{i}]")
+        for i, entry in enumerate(audit["findings"]):
+            _fields(entry, _FINDING_FIELDS, f"findings[{i}]")
+        return audit
+    except KeyError:
+        problems.append(Problem(AUDIT_JSON, "is missing, so locks and versions are unknown", EXIT_MALFORMED))
+    except ValueError as exc:  # FormatError is one
+        message = str(exc) if isinstance(exc, FormatError) else f"is not JSON: {exc}"
+        problems.append(Problem(AUDIT_JSON, f"{message}: it is not a notary-audit/v1 report", EXIT_MALFORMED))
+    return None
 
 
-def _check_seal(path: str, data: bytes, trust: TrustedKeys, roots, period: Period, audited) -> PackSeal:
+def _originals_by_size(audit: dict) -> dict[int, dict]:
+    """The original seal versions the audit read, by tree size (the first, should a size be at two keys)."""
+    originals: dict[int, dict] = {}
+    for entry in audit["seals"]:
+        if entry["original"] and "tree_size" in entry:
+            originals.setdefault(entry["tree_size"], entry)
+    return originals
+
+
+def _check_seal(path: str, data: bytes, trust: TrustedKeys, roots, period: Period,
+                originals: Mapping[int, dict] | None) -> PackSeal:
     match = _SEAL_FILE.fullmatch(path)
     try:
         seal = parse_seal(data)
@@ -492,15 +615,15 @@ def _check_seal(path: str, data: bytes, trust: TrustedKeys, roots, period: Perio
                             + f", so in service at {_iso(verified.time)}", EXIT_SEAL))
     except VerificationError as exc:
         checks.append(Check("seal", FAILED, f"does not verify: {exc}", EXIT_SEAL))
-    if audited is not None:
+    if originals is not None:
         digest = hashlib.sha256(data).hexdigest()
-        entry = next((s for s in audited.values() if s.get("tree_size") == seal.tree_size), None)
-        if entry is None or not hmac.compare_digest(str(entry.get("sha256")), digest):
-            found = f"SHA-256 {entry.get('sha256')}" if entry else "no seal"
+        entry = originals.get(seal.tree_size)
+        if entry is None or not hmac.compare_digest(entry["sha256"].encode(), digest.encode()):
+            found = f"SHA-256 {entry['sha256']}" if entry else "no seal"
             checks.append(Check("audited", FAILED, f"has SHA-256 {digest}, but the original version the audit read "
                                 f"for tree size {seal.tree_size} has {found} ({AUDIT_JSON})", EXIT_SEAL))
         else:
-            lock = f"locked {entry['lock_mode']} until {entry['retain_until']}" if entry.get("lock_mode") else "not locked"
+            lock = f"locked {entry['lock_mode']} until {entry['retain_until']}" if entry["lock_mode"] else "not locked"
             checks.append(Check("audited", OK, f"the original version {entry['version_id']} of {entry['key']} as "
                                 f"the audit read it ({lock} then)", EXIT_SEAL))
     return PackSeal(path, seal, verified, period.role(verified.time) if verified else None, tuple(checks))
@@ -541,9 +664,18 @@ def _check_chain(seals: Sequence[PackSeal], period: Period) -> tuple[list[PackSe
     return linked + [s for s in seals if s.seal is None], problems
 
 
-def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period) -> tuple[Check, list[Problem]]:
-    """Roles in order (before, period..., after), and as pack.json states them."""
+def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period, created_at: datetime.datetime,
+                  audit: dict | None) -> tuple[Check, list[Problem]]:
+    """The pack made once the period had ended; roles in order (before, period..., after), and as pack.json states
+    them; and every original seal the audit read in the pack's range of tree sizes in the pack."""
     problems: list[Problem] = []
+    if not seals:
+        problems.append(Problem(SEALS_DIR, "holds no seal at all, not even one before the period: the pack shows "
+                                "nothing about the period (was it made from a wrong bucket or prefix?)", EXIT_CHAIN))
+    if created_at < period.end:
+        problems.append(Problem(PACK_JSON, f"says the pack was made {_iso(created_at)}, before the period's end "
+                                f"{_iso(period.end)}: seals timestamped later in the period cannot be in it",
+                                EXIT_CHAIN))
     timed = [s for s in seals if s.role is not None]
     for i, s in enumerate(timed):
         if s.role == BEFORE and i != 0:
@@ -552,7 +684,7 @@ def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period) -> tupl
         if s.role == AFTER and i != len(timed) - 1:
             problems.append(Problem(s.file, f"is timestamped {_iso(s.verified.time)}, after the period, but is not "
                                     "the pack's last seal: timestamps go backwards", EXIT_CHAIN))
-    stated = {e.get("file"): e.get("role") for e in pack["seals"] if isinstance(e, dict)}
+    stated = {e["file"]: e["role"] for e in pack["seals"]}
     for s in timed:
         if stated.get(s.file) != s.role:
             problems.append(Problem(PACK_JSON, f"gives {s.file} the role {stated.get(s.file)!r}, but its timestamp "
@@ -561,28 +693,62 @@ def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period) -> tupl
         problems.append(Problem(file, f"is listed in {PACK_JSON} but missing from the pack", EXIT_CHAIN))
     inside = [s for s in timed if s.role == PERIOD]
     has_after = bool(timed) and timed[-1].role == AFTER
-    latest, last = pack.get("latest_tree_size"), (timed[-1].seal.tree_size if timed else 0)
+    latest, last = pack["latest_tree_size"], (timed[-1].seal.tree_size if timed else 0)
     if not has_after and isinstance(latest, int) and latest > last:
         problems.append(Problem(PACK_JSON, f"says the bucket held seals up to tree size {latest} when the pack was "
                                 f"made, but the pack ends at tree size {last} with no seal after the period: seals "
                                 "at the end of the period may be missing", EXIT_CHAIN))
+    if audit is not None:
+        problems += _missing_originals(seals, set(stated), audit)
+        if latest != audit["latest_tree_size"]:
+            problems.append(Problem(PACK_JSON, f"says the bucket held seals up to tree size {latest} when the pack "
+                                    f"was made, but {AUDIT_JSON} says {audit['latest_tree_size']}", EXIT_CHAIN))
     end = ("closed by the seal after it, " + timed[-1].file) if has_after else (
-        f"not closed by a later seal: none existed when the pack was made ({pack.get('created_at')}); the audit "
-        f"then saw tree size {pack.get('latest_tree_size')} as the latest")
+        f"not closed by a later seal: none existed when the pack was made ({pack['created_at']}); the audit "
+        f"then saw tree size {pack['latest_tree_size']} as the latest")
     detail = (f"{len(inside)} seal(s) timestamped in {period.describe()}; start "
               f"{'covered by the seal before it, ' + timed[0].file if timed and timed[0].role == BEFORE else 'at the log’s first seal' if timed and timed[0].seal.previous_tree_size == 0 else 'not covered'}; end {end}")
     return Check("period", FAILED if problems else OK, detail, EXIT_CHAIN), problems
 
 
-def _findings_on(files: Mapping[str, bytes], seals: Sequence[PackSeal]) -> list[str]:
-    """The audit's findings on tree sizes from the pack's first seal (or 0) to its last (or beyond, if open)."""
-    try:
-        findings = json.loads(files[AUDIT_JSON])["findings"]
-    except (KeyError, TypeError, ValueError):
-        return []  # reported by _audited_originals
+def _missing_originals(seals: Sequence[PackSeal], stated: set[str], audit: dict) -> list[Problem]:
+    """Each original seal in audit.json whose tree size is in the pack's range but whose file is not in the pack
+    (one that pack.json lists is named as missing already)."""
+    low, high = _pack_range(seals)
+    held = {s.file for s in seals} | stated
+    return [Problem(seal_file(size), f"is missing from the pack, but the audit read the original seal of tree size "
+                    f"{size} ({entry['key']} version {entry['version_id']}, {AUDIT_JSON}), in the pack's range of "
+                    f"tree sizes {low} to {'the latest' if high is None else high}", EXIT_CHAIN)
+            for size, entry in sorted(_originals_by_size(audit).items())
+            if low <= size and (high is None or size <= high) and seal_file(size) not in held]
+
+
+def _stated_against_audit(pack: dict, originals: Mapping[int, dict]) -> list[Problem]:
+    """pack.json's S3 key, version, SHA-256 and lock of each seal against the original the audit read (the
+    report shows pack.json's); a seal the audit did not read is named by its own check."""
+    problems = []
+    for entry in pack["seals"]:
+        original = originals.get(entry["tree_size"])
+        for stated, recorded in (("s3_key", "key"), ("version_id", "version_id"), ("sha256", "sha256"),
+                                 ("lock_mode", "lock_mode"), ("retain_until", "retain_until")):
+            if original is not None and entry[stated] != original[recorded]:
+                problems.append(Problem(PACK_JSON, f"gives {entry['file']} the {stated} {entry[stated]!r}, but "
+                                        f"{AUDIT_JSON} records {original[recorded]!r} for the original seal of "
+                                        f"tree size {entry['tree_size']}", EXIT_SEAL))
+    return problems
+
+
+def _pack_range(seals: Sequence[PackSeal]) -> tuple[int, int | None]:
+    """The tree sizes a pack answers for: from its seal before the period (or the empty log) to its seal after
+    the period (or, when it has none, every later one: None)."""
     timed = [s for s in seals if s.seal is not None]
     low = timed[0].seal.tree_size if timed and timed[0].role == BEFORE else 0
     high = timed[-1].seal.tree_size if timed and timed[-1].role == AFTER else None
-    return [f"[{f['kind']}] {f['key']} version {f['version_id'] or '-'}: {f['message']}" for f in findings
-            if isinstance(f, dict) and f.get("tree_size") is not None
-            and low <= f["tree_size"] and (high is None or f["tree_size"] <= high)]
+    return low, high
+
+
+def _findings_on(audit: dict, seals: Sequence[PackSeal]) -> list[str]:
+    """The audit's findings on the pack's range of tree sizes (``_pack_range``)."""
+    low, high = _pack_range(seals)
+    return [f"[{f['kind']}] {f['key']} version {f['version_id'] or '-'}: {f['message']}" for f in audit["findings"]
+            if f["tree_size"] is not None and low <= f["tree_size"] and (high is None or f["tree_size"] <= high)]

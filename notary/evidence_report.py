@@ -3,7 +3,7 @@
 The report is one self-contained HTML file (inline CSS, no script, no image,
 no link to anything outside the page) that prints on A4 or Letter. It shows
 the result of the verification made when the pack was built; ``notary
-verify-pack`` recomputes it. ``CONTROLS`` and ``NOT_COVERED`` are the wording
+verify-pack`` recomputes it, and this page, to compare. ``CONTROLS`` and ``NOT_COVERED`` are the wording
 auditors read: they cite the clause and its version and claim no more than
 the notary does.
 """
@@ -124,7 +124,9 @@ NOT_COVERED: tuple[str, ...] = (
     "obtained separately), that the TSA's clock and keys are sound, and that the storage provider enforces "
     "COMPLIANCE mode.",
     "This pack is not signed as a whole: SHA256SUMS shows changes only against a copy of SHA256SUMS the auditor "
-    "trusts (note its SHA-256 on receipt). The seals inside are signed and timestamped and verify on their own.",
+    "trusts (note its SHA-256 on receipt). The seals inside are signed and timestamped, so a forged one fails on its "
+    "own; but seals removed from the pack, with pack.json, audit/audit.json and SHA256SUMS rewritten to match, show "
+    "only against that copy or against the bucket (`notary audit`).",
     "Locks and object versions in S3 were checked when the pack was made (audit/audit.json); checking them again "
     "needs read access to the bucket (`notary audit`).",
 )

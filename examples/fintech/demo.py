@@ -13,8 +13,10 @@ three sources: ``card-payments``, ``customer-registry`` and
    unreadable wherever stored, truncation being one way), the
    national id only a keyed HMAC token (GDPR Art. 32(1)(a) pseudonymisation);
 2. the quarterly run (``examples.fintech.quarterly``, what the systemd timer
-   starts) makes the evidence pack of the period (today, UTC: the dev seals
-   are all from today), re-verifies it offline, and notarizes its manifest.
+   starts) makes the evidence pack of the period (today, UTC, up to the
+   second after the last seal: the dev seals are all from today, and a pack
+   is made only once its period has ended), re-verifies it offline, and
+   notarizes its manifest.
 
 Exit status 0 when the run succeeded and no card number or national id
 reached an audit log; the pack is in ``DIR/evidence/``.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import time
 from pathlib import Path
 
 from examples.devnotary import ExampleStack, example_parser, make_workdir, wait_anchored
@@ -73,6 +76,15 @@ def leaked(sinks: dict[str, Path]) -> list[str]:
     return [str(s) for s in sinks.values() if any(n in s.read_bytes() for n in needles)]
 
 
+def _next_second() -> str:
+    """The next whole UTC second (``--to``, excluded), once it has passed: the seals so far, timestamped in whole
+    seconds by the dev TSA, are all before it."""
+    now = datetime.datetime.now(datetime.UTC)
+    boundary = now.replace(microsecond=0) + datetime.timedelta(seconds=1)
+    time.sleep((boundary - now).total_seconds() + 0.1)
+    return boundary.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = example_parser("examples.fintech.demo", __doc__)
     args = parser.parse_args(argv)
@@ -84,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         sinks = produce(notary.url, notary.tokens, workdir)
         found = leaked(sinks)
         print(f"   no card number or national id in the audit logs: {'FAILED, in ' + ', '.join(found) if found else 'ok'}")
-        today = datetime.datetime.now(datetime.UTC).date().isoformat()
-        print(f"\n2. the quarterly evidence run, for the period {today} (the dev seals are all from today)")
+        today, end = datetime.datetime.now(datetime.UTC).date().isoformat(), _next_second()
+        print(f"\n2. the quarterly evidence run, for the period {today} up to {end} (the dev seals are all from "
+              "today, and a period must have ended)")
         s3 = stack.dev.s3
         os.environ.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)  # read-only in production
         code = quarterly.main([
-            "--from", today, "--to", today, "--out", str(workdir / "evidence" / "{from}_{to}"),
+            "--from", today, "--to", end, "--out", str(workdir / "evidence" / "{from}_{to}"),
             "--notary-url", notary.url, "--token-file", str(notary.token_files["evidence-runner"]),
             "--keyring", str(stack.dev.keyring_path), "--tsa-roots", str(stack.dev.data_dir / "tsa" / "root.pem"),
             "--bucket", BUCKET, "--prefix", "payments/", "--endpoint-url", s3.endpoint_url, "--region", "us-east-1",

@@ -1,0 +1,294 @@
+"""Evidence packs made and checked without a daemon (tests/packkit.py): what ``verify_pack`` catches when seals are
+removed, a pack is made too early or from nothing, its JSON is malformed or its pages are edited; the period's
+bounds; which seals a pack holds when timestamps go backwards at the period's end."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import time
+
+import pytest
+
+from anchors.devtsa import DevTsa
+from notary import evidence
+from notary.audit import AuditReport
+from notary.cli import main
+from notary.errors import FormatError
+from notary.evidence import (
+    AUDIT_JSON, EXIT_CHAIN, EXIT_MALFORMED, EXIT_MANIFEST, EXIT_SEAL, KEY_HISTORY, MANIFEST, PACK_JSON, REPORT,
+    TRANSCRIPT, Period, build_pack, seal_file, verify_pack, write_pack,
+)
+from tests.packkit import (
+    UTC, SealedLog, audit, edit_json, forge, keyring, make_pack, pack_json, refresh_manifest, relinked,
+)
+
+NOW = datetime.datetime.now(UTC)
+HOUR = datetime.timedelta(hours=1)
+AROUND_NOW = Period(NOW - HOUR, NOW + HOUR)  # packs are made at its end (make_pack)
+
+
+def _lines(verdict) -> list[str]:
+    return [p.line() for p in verdict.problems]
+
+
+def _without(files: dict, *sizes: int) -> dict:
+    """``files`` with the seals of ``sizes`` gone, from the pack and from pack.json."""
+    files = {p: d for p, d in files.items() if p not in {seal_file(s) for s in sizes}}
+    return edit_json(files, PACK_JSON, lambda d: d.__setitem__(
+        "seals", [e for e in d["seals"] if e["tree_size"] not in sizes]))
+
+
+def test_untouched_pack_verifies_with_every_check(tmp_path):
+    files, verdict = make_pack(tmp_path, [3, 5, 8], AROUND_NOW)
+    assert verdict.ok
+    result = verify_pack(files)
+    assert result.ok and result.exit_code == 0, _lines(result)
+    assert [c.name for c in result.checks] == ["files", "material", "period", "audit", "pages"]
+    assert all(c.status == "ok" for c in result.checks)
+
+
+# -- seals removed --------------------------------------------------------------------------------------------
+
+
+def test_seals_cut_from_the_end_are_missing_against_audit_json(tmp_path):
+    files, _ = make_pack(tmp_path, [3, 5, 8, 13], AROUND_NOW)
+    forged = forge(edit_json(_without(files, 8, 13), PACK_JSON, lambda d: d.__setitem__("latest_tree_size", 5)))
+    result = verify_pack(forged)
+    assert result.exit_code == EXIT_CHAIN
+    for size in (8, 13):
+        assert f"{seal_file(size)}: is missing from the pack, but the audit read the original seal of tree size " \
+               f"{size} (p/seals/" in "\n".join(_lines(result))
+    assert f"{PACK_JSON}: says the bucket held seals up to tree size 5 when the pack was made, but {AUDIT_JSON} " \
+           "says 13" in _lines(result)
+
+
+@pytest.mark.parametrize("latest, exit_code", [(None, EXIT_CHAIN), (..., EXIT_MALFORMED), (True, EXIT_MALFORMED)])
+def test_latest_tree_size_is_required_and_must_be_audit_jsons(tmp_path, latest, exit_code):
+    files, _ = make_pack(tmp_path, [3, 5, 8], AROUND_NOW)
+
+    def change(doc):
+        if latest is ...:
+            del doc["latest_tree_size"]
+        else:
+            doc["latest_tree_size"] = latest
+    result = verify_pack(refresh_manifest(edit_json(files, PACK_JSON, change)))
+    assert result.exit_code == exit_code
+    assert any(p.file == PACK_JSON and "latest_tree_size" in p.message or "up to tree size None" in p.message
+               for p in result.problems), _lines(result)
+
+
+def test_seal_removed_mid_period_and_the_next_relinked_is_missing_against_audit_json(tmp_path):
+    """previous_tree_size and consistency_proof are covered by no signature: the next seal can be relinked over
+    the gap. The pack's audit.json still lists the removed original."""
+    log = SealedLog(tmp_path, 13)
+    bodies = log.seals([3, 5, 8, 13])
+    files, verdict = build_pack(audit(bodies, log.roots_pem), AROUND_NOW, keyring().encode(), log.roots_pem,
+                                created_at=AROUND_NOW.end)
+    assert verdict.ok
+    body = relinked(log, bodies[2], 3)
+    digest = hashlib.sha256(body).hexdigest()
+
+    def rewrite(doc, field, key):
+        for entry in doc["seals"]:
+            if entry["tree_size"] == 8:
+                entry[field] = digest
+    forged = _without(files, 5) | {seal_file(8): body}
+    forged = edit_json(forged, AUDIT_JSON, lambda d: rewrite(d, "sha256", "tree_size"))
+    forged = forge(edit_json(forged, PACK_JSON, lambda d: rewrite(d, "sha256", "tree_size")))
+    result = verify_pack(forged)
+    assert result.exit_code == EXIT_CHAIN
+    assert [p.file for p in result.problems] == [seal_file(5)], _lines(result)
+
+
+def test_removal_rewritten_through_audit_json_too_shows_only_against_a_kept_sha256sums(tmp_path):
+    """The limit docs/AUDITORS.md states: nothing in the pack is signed but the seals."""
+    files, _ = make_pack(tmp_path, [3, 5, 8, 13], AROUND_NOW)
+    forged = _without(files, 13)
+    forged = edit_json(forged, AUDIT_JSON, lambda d: d.update(
+        seals=[s for s in d["seals"] if s["tree_size"] != 13], latest_tree_size=8, seal_count=3))
+    forged = forge(edit_json(forged, PACK_JSON, lambda d: d.__setitem__("latest_tree_size", 8)))
+    assert verify_pack(forged).ok
+    result = verify_pack(forged | {MANIFEST: files[MANIFEST]})  # the SHA256SUMS noted at hand-over
+    assert result.exit_code == EXIT_MANIFEST and f"{seal_file(13)}: is listed in SHA256SUMS but missing from the " \
+        "pack" in _lines(result)
+
+
+def test_pack_json_lock_must_be_the_audited_one(tmp_path):
+    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+
+    def later(doc):
+        doc["seals"][1]["retain_until"] = "2099-01-01T00:00:00Z"
+    result = verify_pack(forge(edit_json(files, PACK_JSON, later)))
+    assert result.exit_code == EXIT_SEAL
+    assert _lines(result)[0].startswith(f"{PACK_JSON}: gives {seal_file(5)} the retain_until '2099-01-01T00:00:00Z'"
+                                        f", but {AUDIT_JSON} records '")
+
+
+# -- a pack made too early, or from nothing ---------------------------------------------------------------------
+
+
+def test_pack_is_not_built_before_its_period_ends(tmp_path):
+    with pytest.raises(FormatError, match=r"the period ends .*Z, after now \(.*Z\)"):
+        make_pack(tmp_path, [3, 5], AROUND_NOW, created_at=NOW)
+
+
+def test_pack_made_before_its_period_ends_does_not_verify(tmp_path):
+    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+    early = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = verify_pack(forge(edit_json(files, PACK_JSON, lambda d: d.__setitem__("created_at", early))))
+    assert result.exit_code == EXIT_CHAIN
+    assert _lines(result) == [f"{PACK_JSON}: says the pack was made {early}, before the period's end "
+                              f"{AROUND_NOW.end:%Y-%m-%dT%H:%M:%SZ}: seals timestamped later in the period cannot "
+                              "be in it"]
+
+
+def _evidence_args(tmp_path, *period: str) -> list[str]:
+    (tmp_path / "keyring.json").write_bytes(keyring().encode())
+    return ["evidence", *period, "--out", str(tmp_path / "pack"), "--keyring", str(tmp_path / "keyring.json"),
+            "--tsa-roots", str(DevTsa(tmp_path / "tsa").root_cert_path), "--bucket", "b", "--prefix", "wrong/",
+            "--endpoint-url", "http://127.0.0.1:9", "--region", "us-east-1"]
+
+
+def test_evidence_refuses_a_period_that_has_not_ended(tmp_path, capsys):
+    end = (NOW + datetime.timedelta(days=40)).date()
+    code = main(_evidence_args(tmp_path, "--from", f"{NOW:%Y-%m-%d}", "--to", end.isoformat()))
+    err = capsys.readouterr().err
+    assert code == 2 and f"the period ends {end + datetime.timedelta(days=1)}T00:00:00Z, after now (" in err
+    assert not (tmp_path / "pack").exists()
+
+
+def test_evidence_with_no_seals_exits_10_and_writes_no_pack(tmp_path, monkeypatch, capsys):
+    async def nothing(reader, trust, roots, **kw):
+        return AuditReport("b", "wrong/", NOW, None, ())
+    monkeypatch.setattr("notary.audit.audit_bucket", nothing)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    code = main(_evidence_args(tmp_path, "--from", "2026-07-01", "--to", "2026-09-30"))
+    err = capsys.readouterr().err
+    assert code == 10 and "NO SEALS: nothing under s3://b/wrong/seals/" in err and "No evidence pack written" in err
+    assert not (tmp_path / "pack").exists()
+
+
+def test_pack_without_any_seal_does_not_verify(tmp_path):
+    roots = DevTsa(tmp_path / "tsa").root_cert_path.read_bytes()
+    files, verdict = build_pack(AuditReport("b", "wrong/", NOW, None, ()), AROUND_NOW, keyring().encode(), roots,
+                                created_at=AROUND_NOW.end)
+    assert verdict.exit_code == EXIT_CHAIN and verdict.sentence().startswith("NOT VERIFIED")
+    assert _lines(verify_pack(files)) == ["seals/: holds no seal at all, not even one before the period: the pack "
+                                          "shows nothing about the period (was it made from a wrong bucket or "
+                                          "prefix?)"]
+
+
+# -- malformed JSON ---------------------------------------------------------------------------------------------
+
+
+def _pop_each(key):
+    return lambda d: [s.pop(key) for s in d["seals"]]
+
+
+@pytest.mark.parametrize("path, change, message", [
+    (PACK_JSON, lambda d: d.__setitem__("period", {}), "has no field period.start of type a string"),
+    (PACK_JSON, lambda d: d["seals"].extend([{"role": "period"}, {"file": "x"}]),
+     "has no field seals[2].file of type a string"),
+    (PACK_JSON, lambda d: d["seals"].append({"file": ["x"]}), "has no field seals[2].file of type a string"),
+    (PACK_JSON, lambda d: d["seals"][0].__setitem__("tree_size", "3"), "has no field seals[0].tree_size of type an "
+     "integer"),
+    (PACK_JSON, lambda d: d.__setitem__("created_at", 5), "has no field created_at of type a string"),
+    (PACK_JSON, lambda d: d.__setitem__("created_at", "yesterday"), "created_at 'yesterday' is not a UTC time"),
+    (PACK_JSON, lambda d: d["period"].__setitem__("start", "0999-01-01T00:00:00Z"), "the period reaches back to the "
+     "year 999: periods lie in the years 1000 to 9999 (UTC)"),
+    (AUDIT_JSON, lambda d: d.__setitem__("findings", [{"tree_size": 5}]), "has no field findings[0].kind of type a "
+     "string"),
+    (AUDIT_JSON, lambda d: d.__setitem__("findings", [{"tree_size": "5", "kind": "x", "key": "k", "version_id": None,
+                                                       "message": "m"}]),
+     "has no field findings[0].tree_size of type an integer or null"),
+    (AUDIT_JSON, lambda d: d.__setitem__("findings", 7), "has no field findings of type a list"),
+    (AUDIT_JSON, _pop_each("retain_until"), "has no field seals[0].retain_until of type a string or null"),
+    (AUDIT_JSON, lambda d: d["seals"][1].__setitem__("tree_size", True), "has no field seals[1].tree_size of type "
+     "an integer"),
+    (AUDIT_JSON, lambda d: d.__setitem__("format", "x"), "has format 'x', expected 'notary-audit/v1'"),
+])
+def test_malformed_json_is_exit_3_naming_file_and_field(tmp_path, capsys, path, change, message):
+    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+    bad = refresh_manifest(edit_json(files, path, change))
+    result = verify_pack(bad)
+    assert result.exit_code == EXIT_MALFORMED
+    assert any(p.file == path and message in p.message for p in result.problems), _lines(result)
+    write_pack(tmp_path / "pack", bad)
+    assert main(["verify-pack", str(tmp_path / "pack")]) == EXIT_MALFORMED
+    assert f"  {path}: " in capsys.readouterr().out
+
+
+# -- the period's bounds ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start, end, message", [
+    ("2026-01-01", "9999-12-31", "--to '9999-12-31' ends after the year 9999: periods lie in the years 1000 to 9999"),
+    ("0999-01-01", "0999-03-31", "the period reaches back to the year 999: periods lie in the years 1000 to 9999"),
+])
+def test_periods_beyond_four_digit_years_are_usage_errors(tmp_path, capsys, start, end, message):
+    assert main(_evidence_args(tmp_path, "--from", start, "--to", end)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_periods_at_the_year_bounds_are_written_and_read_back_exactly():
+    period = Period.parse("1000-01-01", "9999-12-30")
+    bounds = period.to_json()
+    assert bounds == {"start": "1000-01-01T00:00:00Z", "end": "9999-12-31T00:00:00Z"}
+    assert Period(evidence._parse_iso(bounds["start"], "start"), evidence._parse_iso(bounds["end"], "end")) == period
+
+
+# -- the pages ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, old, new", [
+    (REPORT, '<span id="seal-count">2</span>', '<span id="seal-count">4812</span>'),
+    (REPORT, "COMPLIANCE until", "COMPLIANCE (10 years) until"),
+    (TRANSCRIPT, "VERIFIED: evidence pack", "VERIFIED: everything, trust me. Evidence pack"),
+    (KEY_HISTORY, "activate", "retire"),
+])
+def test_edited_page_fails_naming_the_file(tmp_path, path, old, new):
+    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+    assert old in files[path].decode()
+    result = verify_pack(refresh_manifest(files | {path: files[path].decode().replace(old, new).encode()}))
+    assert result.exit_code == EXIT_MANIFEST
+    assert _lines(result) == [f"{path}: differs from the one rebuilt from the pack's data (pack.json, seals, keyring, "
+                              "audit.json and their verification): it was edited, or made from data that has changed "
+                              "since"]
+
+
+def test_report_of_other_data_fails(tmp_path):
+    """pack.json's bucket is checked by nothing else: the report and the transcript show it."""
+    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+    result = verify_pack(refresh_manifest(edit_json(files, PACK_JSON, lambda d: d.__setitem__("bucket", "other"))))
+    assert result.exit_code == EXIT_MANIFEST and [p.file for p in result.problems] == [REPORT, TRANSCRIPT]
+
+
+def test_page_made_from_changed_data_keeps_the_datas_exit_status(tmp_path):
+    files, _ = make_pack(tmp_path, [3, 5, 8], AROUND_NOW)
+    result = verify_pack(refresh_manifest(_without(files, 5)))
+    assert result.exit_code == EXIT_CHAIN
+    assert {p.file for p in result.problems if p.exit_code == EXIT_CHAIN} >= {REPORT, TRANSCRIPT, seal_file(8)}
+
+
+# -- timestamps going backwards at the period's end ----------------------------------------------------------
+
+
+def test_seal_stamped_in_the_period_after_one_stamped_after_it_is_in_the_pack(tmp_path):
+    """Seals 3 and 8 stamped at t0 (say by a TSA whose clock is a second behind), 5 at t0 + 1 s, the period ending
+    at t0 + 1 s: 8 belongs to the period and is in the pack, and the disorder is flagged."""
+    log = SealedLog(tmp_path, 8)
+    checkpoints = {size: log.checkpoint(size) for size in (3, 5, 8)}
+    tokens = {3: log.token(checkpoints[3]), 8: log.token(checkpoints[8])}
+    t0 = datetime.datetime.now(UTC).replace(microsecond=0)
+    time.sleep((t0 + datetime.timedelta(seconds=1.1) - datetime.datetime.now(UTC)).total_seconds())
+    tokens[5] = log.token(checkpoints[5])
+    bodies = [log.seal(size, previous, checkpoints[size], tokens[size]) for size, previous in ((3, 0), (5, 3), (8, 5))]
+    period = Period(t0 - HOUR, t0 + datetime.timedelta(seconds=1))
+    files, verdict = build_pack(audit(bodies, log.roots_pem), period, keyring().encode(), log.roots_pem,
+                                created_at=datetime.datetime.now(UTC))
+    assert {e["tree_size"]: e["role"] for e in pack_json(files)["seals"]} == {3: "period", 5: "after", 8: "period"}
+    assert verdict.exit_code == EXIT_CHAIN
+    assert [p.file for p in verify_pack(files).problems] == [seal_file(5)]
+    assert _lines(verdict)[0].endswith("after the period, but is not the pack's last seal: timestamps go backwards")
