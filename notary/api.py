@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 TEXT = "text/plain; charset=utf-8"
 MAX_ENTRIES_PER_REQUEST = 1 << 16  # entry lines a GET /v1/entries answers: one store-thread turn of about 0.1 s
+MAX_INT = (1 << 63) - 1  # the largest index or size: SQLite's INTEGER, which the stores look them up by
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -45,9 +46,9 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}: must be a non-negative integer, got {text[:40]!r}"}),
-                                 content_type="application/json")
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_INT):
+        message = f"{name}: must be an integer from 0 to 2^63-1, got {text[:40]!r}"
+        raise web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
     return int(text)
 
 
@@ -180,9 +181,10 @@ def build_app(notary: Notary) -> web.Application:
         hashes = await notary.writer.run(lambda s: s.consistency_proof(old, new))
         return web.json_response({"from": old, "to": new, "proof": [base64.b64encode(h).decode() for h in hashes]})
 
-    @routes.get(r"/v1/seals/{size:\d{1,19}}")
+    @routes.get(r"/v1/seals/{size:[0-9]{1,19}}")  # not \d, which matches every Unicode digit
     async def seal(request: web.Request) -> web.Response:
-        record = await notary.seals.get(int(request.match_info["size"]))
+        size = int(request.match_info["size"])
+        record = None if size > MAX_INT else await notary.seals.get(size)
         if record is None:
             return _error(404, f"no seal at tree size {request.match_info['size']}")
         if not record.anchored:
