@@ -56,12 +56,23 @@ async def _read_digest_items(request: web.Request, limits) -> tuple[list, None] 
     """The items of a ``{"digests": [...]}`` body, not yet checked one by one, or (status, message, metric reason) refusing it."""
     if request.content_length is not None and request.content_length > limits.max_request_bytes:
         return None, (413, f"request body is {request.content_length} bytes, limit {limits.max_request_bytes}", "too_large")
+    charset = request.charset
+    if charset is not None and charset.lower() != "utf-8":  # JSON is UTF-8 (RFC 8259, section 8.1)
+        return None, (400, f"Content-Type: charset must be utf-8, got {charset[:40]!r}", None)
     try:
-        body = await request.json()
+        text = (await request.read()).decode("utf-8")
     except web.HTTPRequestEntityTooLarge:
         return None, (413, f"request body is larger than the limit of {limits.max_request_bytes} bytes", "too_large")
-    except (ValueError, UnicodeDecodeError):
-        return None, (400, "body is not JSON", None)
+    except UnicodeDecodeError:
+        return None, (400, "body is not UTF-8", None)
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, (400, f"body is not JSON: {exc}", None)
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        return None, (400, "body is not JSON this API takes: a number is too long", None)
+    except RecursionError:  # the parser recurses once per level of nesting; a request has two
+        return None, (400, "body is not JSON this API takes: nested too deeply", None)
     digests = body.get("digests") if isinstance(body, dict) else None
     if not isinstance(digests, list) or not digests:
         return None, (400, 'body must be {"digests": ["<64 hex digits>", ...]} with at least one digest', None)
@@ -81,6 +92,19 @@ async def _read_digests(request: web.Request, limits) -> tuple[list[bytes], None
         return None, (400, f"digests{exc}", "malformed")
 
 
+def _bearer_source(request: web.Request, tokens: dict[bytes, str]) -> str | None:
+    """The source whose token ``Authorization: Bearer <token>`` carries, or None.
+
+    The scheme is case-insensitive (RFC 7235, section 2.1). Header bytes that
+    are not UTF-8 reach us surrogate-escaped; encoded back they are the bytes
+    sent, whose hash is no configured token's.
+    """
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return tokens.get(hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest())
+
+
 def _source_param(request: web.Request) -> str | None:
     source = request.query.get("source")
     if source is not None:
@@ -98,9 +122,7 @@ def build_app(notary: Notary) -> web.Application:
 
     @routes.post("/v1/entries")
     async def submit(request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
-        scheme, _, token = auth.partition(" ")
-        source = notary.config.http_tokens.get(hashlib.sha256(token.encode()).digest()) if scheme == "Bearer" else None
+        source = _bearer_source(request, notary.config.http_tokens)
         if source is None:
             notary.metrics.inc("notary_ingest_rejected_total", reason="unauthorized")
             return _error(401, "missing or unknown bearer token", **{"WWW-Authenticate": "Bearer"})

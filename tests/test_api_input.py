@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.inprocess import auth, digest_hex, running
+from tests.inprocess import TOKEN, auth, digest_hex, running
 
 BEYOND_INT64 = str(1 << 63)  # one more than SQLite's largest INTEGER
 
@@ -39,5 +39,53 @@ def test_seal_path_takes_ascii_digits_and_sizes_no_seal_can_have_are_404(tmp_pat
             for size in (BEYOND_INT64, "9999999999999999999"):
                 r = await client.get(f"/v1/seals/{size}")
                 assert r.status == 404 and (await r.json())["error"] == f"no seal at tree size {size}"
+
+    asyncio.run(main())
+
+
+def test_bodies_that_are_not_utf8_json_are_400_naming_the_problem_and_append_nothing(tmp_path):
+    good = f'{{"digests": ["{digest_hex(1)}"]}}'.encode()
+    refused = [
+        (b"[" * 200_000, "application/json", "nested too deeply"),  # 200 kB, under max_request_bytes
+        (good, "application/json; charset=no-such-codec", "charset must be utf-8, got 'no-such-codec'"),
+        (good, "application/json; charset=utf-16", "charset must be utf-8, got 'utf-16'"),
+        (b'{"digests": ["\xff"]}', "application/json", "body is not UTF-8"),
+        (b'{"digests": [' + b"1" * 5000 + b"]}", "application/json", "a number is too long"),
+        (b'{"digests": [}', "application/json", "body is not JSON: Expecting value: line 1 column 14"),
+    ]
+
+    async def main():
+        async with running(tmp_path) as (notary, client):
+            for path, headers in (("/v1/lookup", {}), ("/v1/entries", auth())):
+                for body, content_type, message in refused:
+                    r = await client.post(path, data=body, headers={"Content-Type": content_type, **headers})
+                    assert r.status == 400, (path, message, r.status, await r.text())
+                    assert message in (await r.json())["error"], (path, message)
+            assert notary.sequencer.size == 0
+            r = await client.post("/v1/entries", data=good, headers={"Content-Type": "application/json; charset=UTF-8", **auth()})
+            assert r.status == 200 and (await r.json())["entries"] == [{"index": 0}]
+
+    asyncio.run(main())
+
+
+def test_bearer_scheme_is_case_insensitive_and_a_token_that_is_not_utf8_is_401(tmp_path):
+    async def main():
+        async with running(tmp_path) as (notary, client):
+            for scheme in ("bearer", "BEARER"):  # RFC 7235, section 2.1
+                r = await client.post("/v1/entries", json={"digests": [digest_hex(1)]},
+                                      headers={"Authorization": f"{scheme} {TOKEN}"})
+                assert r.status == 200, scheme
+            # aiohttp's client will not send these bytes: write the request ourselves.
+            body = f'{{"digests": ["{digest_hex(2)}"]}}'.encode()
+            reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+            writer.write(b"POST /v1/entries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Authorization: Bearer \xff\xfe\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(body), body))
+            answer = await reader.read()
+            writer.close()
+            head, _, payload = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 401 ") and b"WWW-Authenticate: Bearer" in head, answer[:300]
+            assert b"missing or unknown bearer token" in payload
+            assert notary.sequencer.size == 2
 
     asyncio.run(main())
