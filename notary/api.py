@@ -119,6 +119,7 @@ def build_app(notary: Notary) -> web.Application:
     cfg = notary.config
     app = web.Application(client_max_size=cfg.limits.max_request_bytes)
     routes = web.RouteTableDef()
+    retry_sealing = {"Retry-After": str(max(1, round(cfg.max_age)))}  # with a 425: a seal comes every max_age
 
     @routes.post("/v1/entries")
     async def submit(request: web.Request) -> web.Response:
@@ -187,7 +188,7 @@ def build_app(notary: Notary) -> web.Application:
         try:
             tp = await notary.tlog_proof(index, size)
         except NotYetSealed as exc:
-            return _error(425, str(exc), **{"Retry-After": str(max(1, round(cfg.max_age)))})
+            return _error(425, str(exc), **retry_sealing)
         except NotaryError as exc:
             return _error(404, str(exc))
         return web.Response(text=tp.format(), content_type="text/plain")
@@ -255,9 +256,10 @@ def build_app(notary: Notary) -> web.Application:
         if start is None or end is None:
             return _error(400, "give from=<index> and to=<index>: the span [from, to)")
         seal = notary.anchorer.latest_anchored if size is None else await notary.seals.get(size)
-        if seal is None or not seal.anchored:
-            where = "yet" if size is None else f"at tree size {size}"
-            return _error(404, f"there is no anchored seal {where}")
+        if seal is None:
+            return _error(404, "there is no anchored seal yet" if size is None else f"there is no seal at tree size {size}")
+        if not seal.anchored:
+            return _error(425, f"the seal at tree size {size} is not anchored yet; retry shortly", **retry_sealing)
         if not 0 <= start < end <= seal.tree_size:
             return _error(404, f"need 0 <= from < to <= {seal.tree_size} (the anchored seal's size), got from={start} to={end}")
         hashes = await notary.writer.run(lambda s: rangeproof.range_proof(start, end, seal.tree_size, s.subtree_hash))

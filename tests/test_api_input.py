@@ -89,3 +89,27 @@ def test_bearer_scheme_is_case_insensitive_and_a_token_that_is_not_utf8_is_401(t
             assert notary.sequencer.size == 2
 
     asyncio.run(main())
+
+
+def test_proofs_at_a_size_sealed_but_not_anchored_yet_are_425_with_retry_after(tmp_path):
+    async def main():
+        async with running(tmp_path, max_age=0.1) as (notary, client):
+            notary.fake_tsa.fail = True  # a TSA outage: the seal waits in the outbox
+            r = await client.post("/v1/entries", json={"digests": [digest_hex(1)]}, headers=auth())
+            assert (await r.json())["entries"] == [{"index": 0}]
+            while notary.sealer.sealed_size < 1:
+                await asyncio.sleep(0.05)
+            paths = ("/v1/proof?index=0&size=1", "/v1/range-proof?from=0&to=1&size=1")
+            for path in paths:
+                r = await client.get(path)
+                assert r.status == 425 and r.headers["Retry-After"] == "1", (path, r.status, await r.text())
+                assert (await r.json())["error"] == "the seal at tree size 1 is not anchored yet; retry shortly"
+            for path in ("/v1/proof?index=0&size=2", "/v1/range-proof?from=0&to=1&size=2"):
+                r = await client.get(path)  # no seal has that size, nor will: final
+                assert r.status == 404 and (await r.json())["error"] == "there is no seal at tree size 2", path
+            notary.fake_tsa.fail = False
+            await notary.wait_anchored(0)
+            for path in paths:
+                assert (await client.get(path)).status == 200, path
+
+    asyncio.run(main())
