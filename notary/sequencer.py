@@ -42,6 +42,10 @@ class Overloaded(NotaryError):
         self.retry_after = retry_after
 
 
+class TooLarge(NotaryError):
+    """One submission of more entries than may wait at once: no retry can make it fit."""
+
+
 class LogWriter:
     """The log store: appends in a writer process of its own (notary/store_process.py), reads on a thread here.
 
@@ -174,6 +178,9 @@ class Sequencer:
 
     async def submit(self, entries: EntryRun) -> int:
         """Append ``entries``; return the index of the first once they are durable."""
+        if entries.count > self._max_pending:
+            raise TooLarge(f"{entries.count} entries in one submission, more than may wait to be written at once "
+                           f"(limits.max_pending_entries, {self._max_pending}); send fewer at a time")
         if self._closed:
             raise Overloaded("the notary is shutting down and accepts no new entries", retry_after=5)
         if self._pending_entries + entries.count > self._max_pending:

@@ -4,7 +4,8 @@ The source is the peer's uid (SO_PEERCRED), mapped to a name by
 ``[sources.unix.<name>] uid = N``; an unknown uid is told so and disconnected.
 Lines that arrive together are submitted together (one durable commit), and
 answers come back in order: the entry's index, or ``error: <reason>`` for a
-malformed line (nothing is appended for it), or ``retry: <reason>`` when the
+malformed line (nothing is appended for it) and for every line of a batch
+larger than ``limits.max_pending_entries``, or ``retry: <reason>`` when the
 notary is over its bounds.
 """
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from notary.entry import encode_run, parse_digest_hex
 from notary.errors import FormatError
-from notary.sequencer import Overloaded
+from notary.sequencer import Overloaded, TooLarge
 
 if TYPE_CHECKING:
     from notary.daemon import Notary
@@ -81,12 +82,13 @@ async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
             continue
         slots.append(len(digests))
         digests.append(digest)
-    entries = encode_run(digests, source)
+    refused = None  # the answer of every digest line when the submission is refused
     first = 0
     if digests:
         try:
-            first = await notary.submit(entries)
+            first = await notary.submit(encode_run(digests, source))
         except Overloaded as exc:
-            return b"".join(
-                (f"retry: {exc}\n" if isinstance(s, int) else f"{s}\n").encode() for s in slots)
-    return b"".join((f"{first + s}\n" if isinstance(s, int) else f"{s}\n").encode() for s in slots)
+            refused = f"retry: {exc}"
+        except TooLarge as exc:  # more lines at once than may wait to be written: retrying them together never helps
+            refused = f"error: {exc}"
+    return b"".join(f"{s if isinstance(s, str) else refused or first + s}\n".encode() for s in slots)

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from notary.api import build_app
 from notary.config import Config, HsmConfig, Limits, S3Config, TsaConfig
 from notary.daemon import Notary
+from notary.unix_ingest import serve_unix
 from tests.support import SoftwareSigner
 
 ORIGIN = "inprocess.example/log"
@@ -52,7 +53,10 @@ class FakeS3:
 
 
 def make_config(tmp: Path, *, max_age: float = 0.2, unix_uid: int | None = None, **limits) -> Config:
-    """A configuration as parse_config would give it, with ``limits`` overriding the defaults."""
+    """A configuration like parse_config's, with ``limits`` overriding the defaults (unchecked: a test may break a rule).
+
+    The unix socket is ``tmp/s.sock``; ``unix_uid`` is the uid of source UNIX_SOURCE on it.
+    """
     values = dict(max_request_digests=10_000, max_request_bytes=1 << 20, max_pending_entries=200_000,
                   max_unanchored_seals=1_000, anchor_overdue=300.0)
     values.update(limits)
@@ -69,18 +73,20 @@ def make_config(tmp: Path, *, max_age: float = 0.2, unix_uid: int | None = None,
 
 @contextlib.asynccontextmanager
 async def running(tmp: Path, **config) -> AsyncIterator[tuple[Notary, TestClient]]:
-    """A started Notary (``notary.fake_tsa`` can be made to fail) and an HTTP client on its app."""
+    """A started Notary (``notary.fake_tsa`` can be made to fail), its unix socket, and an HTTP client on its app."""
     tsa = FakeTSA()
     notary = Notary(make_config(tmp, **config), signers=[SoftwareSigner.ed25519(b"\x01" * 32)],
                     timestamper=tsa, publisher=FakeS3())
     notary.fake_tsa = tsa
     await notary.start()
+    unix = await serve_unix(notary)
     client = TestClient(TestServer(build_app(notary)))
     await client.start_server()
     try:
         yield notary, client
     finally:
         await client.close()
+        unix.close()
         await notary.stop(timeout=2)
 
 

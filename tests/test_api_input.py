@@ -113,3 +113,17 @@ def test_proofs_at_a_size_sealed_but_not_anchored_yet_are_425_with_retry_after(t
                 assert (await client.get(path)).status == 200, path
 
     asyncio.run(main())
+
+
+def test_a_submission_that_could_never_wait_is_413_not_503(tmp_path):
+    # A configuration parse_config refuses (tests/test_config.py); a Notary built without it still answers sense.
+    async def main():
+        async with running(tmp_path, max_request_digests=10, max_pending_entries=5) as (notary, client):
+            r = await client.post("/v1/entries", json={"digests": [digest_hex(i) for i in range(6)]}, headers=auth())
+            assert r.status == 413 and "Retry-After" not in r.headers
+            assert (await r.json())["error"] == ("6 entries in one submission, more than may wait to be written at once "
+                                                 "(limits.max_pending_entries, 5); send fewer at a time")
+            r = await client.post("/v1/entries", json={"digests": [digest_hex(i) for i in range(5)]}, headers=auth())
+            assert r.status == 200 and notary.sequencer.size == 5
+
+    asyncio.run(main())
