@@ -28,7 +28,7 @@ from notary import rangeproof
 from notary.entry import Entry, check_source, entries_from_hex, parse_digest_hex, parse_digest_list
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
-from notary.sequencer import Overloaded, TooLarge
+from notary.sequencer import RetryLater, TooLarge
 
 if TYPE_CHECKING:
     from notary.daemon import Notary
@@ -140,7 +140,7 @@ def build_app(notary: Notary) -> web.Application:
             return _error(status, message)
         try:
             first = await notary.submit(entries)
-        except Overloaded as exc:
+        except RetryLater as exc:  # over the bounds, or the store failed to commit: nothing was appended
             return _error(503, str(exc), **{"Retry-After": str(exc.retry_after)})
         except TooLarge as exc:  # only with a Config that parse_config would refuse (max_request_digests too high)
             notary.metrics.inc("notary_ingest_rejected_total", reason="too_large")

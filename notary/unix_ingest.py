@@ -6,7 +6,8 @@ Lines that arrive together are submitted together (one durable commit), and
 answers come back in order: the entry's index, or ``error: <reason>`` for a
 malformed line (nothing is appended for it) and for every line of a batch
 larger than ``limits.max_pending_entries``, or ``retry: <reason>`` when the
-notary is over its bounds.
+notary is over its bounds or the store failed to commit them (nothing was
+appended).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from notary.entry import encode_run, parse_digest_hex
 from notary.errors import FormatError
-from notary.sequencer import Overloaded, TooLarge
+from notary.sequencer import RetryLater, TooLarge
 
 if TYPE_CHECKING:
     from notary.daemon import Notary
@@ -87,7 +88,7 @@ async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
     if digests:
         try:
             first = await notary.submit(encode_run(digests, source))
-        except Overloaded as exc:
+        except RetryLater as exc:  # over the bounds, or the store failed to commit: nothing was appended
             refused = f"retry: {exc}"
         except TooLarge as exc:  # more lines at once than may wait to be written: retrying them together never helps
             refused = f"error: {exc}"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 
-from tests.inprocess import digest_hex, running
+import pytest
+
+from tests.inprocess import auth, digest_hex, running
 
 
 async def exchange(path, data: bytes) -> list[str]:
@@ -28,6 +31,30 @@ def test_more_lines_at_once_than_may_wait_are_errors_not_retries(tmp_path):
             answers = await exchange(tmp_path / "s.sock", lines(1, 2, 3))
             assert answers == ["error: 3 entries in one submission, more than may wait to be written at once "
                                "(limits.max_pending_entries, 2); send fewer at a time"] * 3
+            assert notary.sequencer.size == 0
+            assert await exchange(tmp_path / "s.sock", lines(1, 2)) == ["0", "1"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow  # two commits, each failing after SQLite's 5 s busy timeout
+def test_a_failed_commit_is_answered_retry_on_both_protocols_and_appends_nothing(tmp_path):
+    """Another process holds log.db's write lock past SQLite's busy timeout (5 s): an operator's shell, a backup tool."""
+    async def main():
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, client):
+            other = sqlite3.connect(tmp_path / "data" / "log.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                http = asyncio.ensure_future(client.post("/v1/entries", json={"digests": [digest_hex(3)]}, headers=auth()))
+                answers = await asyncio.wait_for(exchange(tmp_path / "s.sock", lines(1, 2)), 30)
+                r = await http
+            finally:
+                other.rollback()
+                other.close()
+            assert len(answers) == 2 and all(a.startswith("retry: the log store did not commit the entries (") for a in answers)
+            assert r.status == 503 and r.headers["Retry-After"] == "5"
+            error = (await r.json())["error"]
+            assert error.startswith("the log store did not commit the entries (") and "nothing was appended" in error
             assert notary.sequencer.size == 0
             assert await exchange(tmp_path / "s.sock", lines(1, 2)) == ["0", "1"]
 
