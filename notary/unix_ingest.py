@@ -55,17 +55,18 @@ async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.
         pending = b""
         while True:
             chunk = await reader.read(READ_CHUNK)
-            if not chunk:
-                return
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
+            *lines, pending = (pending + chunk).split(b"\n")
+            if not chunk and pending:  # the peer closed (or shut down sending) after a line without its newline
+                lines.append(pending)
+            if lines:  # the lines before a line too long are answered first: the answers stay in step with the lines
+                writer.write(await _answer(notary, source, lines))
+                await writer.drain()
             if len(pending) > MAX_LINE:
                 writer.write(b"error: line too long, not a digest; closing\n")
                 await writer.drain()
                 return
-            if lines:
-                writer.write(await _answer(notary, source, lines))
-                await writer.drain()
+            if not chunk:
+                return
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     finally:

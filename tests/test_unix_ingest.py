@@ -59,3 +59,23 @@ def test_a_failed_commit_is_answered_retry_on_both_protocols_and_appends_nothing
             assert await exchange(tmp_path / "s.sock", lines(1, 2)) == ["0", "1"]
 
     asyncio.run(main())
+
+
+def test_a_last_line_without_its_newline_is_answered_at_the_end(tmp_path):
+    async def main():
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, _):
+            assert await exchange(tmp_path / "s.sock", lines(1) + digest_hex(2).encode()) == ["0", "1"]
+            assert await exchange(tmp_path / "s.sock", lines(3) + b"not-a-digest") == [
+                "2", "error: digest 'not-a-digest' is not 64 hex digits"]
+
+    asyncio.run(main())
+
+
+def test_the_lines_before_a_line_too_long_are_answered_before_the_connection_closes(tmp_path):
+    async def main():
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, _):
+            answers = await exchange(tmp_path / "s.sock", lines(1, 2) + b"x" * 300)
+            assert answers == ["0", "1", "error: line too long, not a digest; closing"]
+            assert notary.sequencer.size == 2
+
+    asyncio.run(main())
