@@ -1,7 +1,9 @@
 """Local ingest over a unix socket: one digest per line in, one index per line out.
 
 The source is the peer's uid (SO_PEERCRED), mapped to a name by
-``[sources.unix.<name>] uid = N``; an unknown uid is told so and disconnected.
+``[sources.unix.<name>] uid = N`` as configured when each batch of lines
+arrives; an unknown uid is told so and disconnected (one answer a line, when
+a reload removed it from under an open connection).
 Lines that arrive together are submitted together (one durable commit), and
 answers come back in order: the entry's index, or ``error: <reason>`` for a
 malformed line (nothing is appended for it) and for every line of a batch
@@ -47,9 +49,9 @@ async def serve_unix(notary: Notary) -> asyncio.AbstractServer:
 async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         uid = peer_uid(writer.get_extra_info("socket"))
-        source = notary.config.unix_peers.get(uid)
-        if source is None:
-            writer.write(f"error: uid {uid} is not a configured source\n".encode())
+        refusal = f"error: uid {uid} is not a configured source\n".encode()
+        if uid not in notary.config.unix_peers:
+            writer.write(refusal)
             await writer.drain()
             return
         pending = b""
@@ -59,6 +61,13 @@ async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.
             if not chunk and pending:  # the peer closed (or shut down sending) after a line without its newline
                 lines.append(pending)
             if lines:  # the lines before a line too long are answered first: the answers stay in step with the lines
+                # Looked up for each batch, so that a reload (SIGHUP) that removes or renames
+                # the source applies to the connections already open too.
+                source = notary.config.unix_peers.get(uid)
+                if source is None:
+                    writer.write(refusal * len(lines))
+                    await writer.drain()
+                    return
                 writer.write(await _answer(notary, source, lines))
                 await writer.drain()
             if len(pending) > MAX_LINE:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 
 import pytest
 
-from tests.inprocess import auth, digest_hex, running
+from notary.entry import Entry
+from tests.inprocess import UNIX_SOURCE, auth, digest_hex, running
 
 
 async def exchange(path, data: bytes) -> list[str]:
@@ -76,6 +78,33 @@ def test_the_lines_before_a_line_too_long_are_answered_before_the_connection_clo
         async with running(tmp_path, unix_uid=os.getuid()) as (notary, _):
             answers = await exchange(tmp_path / "s.sock", lines(1, 2) + b"x" * 300)
             assert answers == ["0", "1", "error: line too long, not a digest; closing"]
+            assert notary.sequencer.size == 2
+
+    asyncio.run(main())
+
+
+def test_a_reload_that_removes_or_renames_the_source_applies_to_an_open_connection(tmp_path):
+    async def main():
+        uid = os.getuid()
+        async with running(tmp_path, unix_uid=uid) as (notary, _):
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
+
+            async def send(*numbers: int) -> list[str]:
+                writer.write(lines(*numbers))
+                return [(await reader.readline()).decode().rstrip("\n") for _ in numbers]
+
+            def reload(unix_peers: dict[int, str]) -> None:  # what SIGHUP does to the sources (notary/daemon.py, _reload)
+                notary.config = dataclasses.replace(notary.config, unix_peers=unix_peers)
+
+            assert await send(1) == ["0"]
+            reload({uid: "renamed"})
+            assert await send(2) == ["1"]
+            assert await notary.writer.run(lambda s: [s.entry(i) for i in (0, 1)]) == [
+                Entry(bytes.fromhex(digest_hex(1)), UNIX_SOURCE).encode(), Entry(bytes.fromhex(digest_hex(2)), "renamed").encode()]
+            reload({})
+            assert await send(3, 4) == [f"error: uid {uid} is not a configured source"] * 2
+            assert await reader.read() == b""  # and closed
+            writer.close()
             assert notary.sequencer.size == 2
 
     asyncio.run(main())
