@@ -28,13 +28,14 @@ from notary import rangeproof
 from notary.entry import Entry, check_source, entries_from_hex, parse_digest_hex, parse_digest_list
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
-from notary.sequencer import Overloaded
+from notary.sequencer import RetryLater, TooLarge
 
 if TYPE_CHECKING:
     from notary.daemon import Notary
 
 TEXT = "text/plain; charset=utf-8"
 MAX_ENTRIES_PER_REQUEST = 1 << 16  # entry lines a GET /v1/entries answers: one store-thread turn of about 0.1 s
+MAX_INT = (1 << 63) - 1  # the largest index or size: SQLite's INTEGER, which the stores look them up by
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -45,9 +46,9 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}: must be a non-negative integer, got {text[:40]!r}"}),
-                                 content_type="application/json")
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_INT):
+        message = f"{name}: must be an integer from 0 to 2^63-1, got {text[:40]!r}"
+        raise web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
     return int(text)
 
 
@@ -55,12 +56,23 @@ async def _read_digest_items(request: web.Request, limits) -> tuple[list, None] 
     """The items of a ``{"digests": [...]}`` body, not yet checked one by one, or (status, message, metric reason) refusing it."""
     if request.content_length is not None and request.content_length > limits.max_request_bytes:
         return None, (413, f"request body is {request.content_length} bytes, limit {limits.max_request_bytes}", "too_large")
+    charset = request.charset
+    if charset is not None and charset.lower() != "utf-8":  # JSON is UTF-8 (RFC 8259, section 8.1)
+        return None, (400, f"Content-Type: charset must be utf-8, got {charset[:40]!r}", None)
     try:
-        body = await request.json()
+        text = (await request.read()).decode("utf-8")
     except web.HTTPRequestEntityTooLarge:
         return None, (413, f"request body is larger than the limit of {limits.max_request_bytes} bytes", "too_large")
-    except (ValueError, UnicodeDecodeError):
-        return None, (400, "body is not JSON", None)
+    except UnicodeDecodeError:
+        return None, (400, "body is not UTF-8", None)
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, (400, f"body is not JSON: {exc}", None)
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        return None, (400, "body is not JSON this API takes: a number is too long", None)
+    except RecursionError:  # the parser recurses once per level of nesting; a request has two
+        return None, (400, "body is not JSON this API takes: nested too deeply", None)
     digests = body.get("digests") if isinstance(body, dict) else None
     if not isinstance(digests, list) or not digests:
         return None, (400, 'body must be {"digests": ["<64 hex digits>", ...]} with at least one digest', None)
@@ -80,6 +92,19 @@ async def _read_digests(request: web.Request, limits) -> tuple[list[bytes], None
         return None, (400, f"digests{exc}", "malformed")
 
 
+def _bearer_source(request: web.Request, tokens: dict[bytes, str]) -> str | None:
+    """The source whose token ``Authorization: Bearer <token>`` carries, or None.
+
+    The scheme is case-insensitive (RFC 7235, section 2.1). Header bytes that
+    are not UTF-8 reach us surrogate-escaped; encoded back they are the bytes
+    sent, whose hash is no configured token's.
+    """
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return tokens.get(hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest())
+
+
 def _source_param(request: web.Request) -> str | None:
     source = request.query.get("source")
     if source is not None:
@@ -94,12 +119,11 @@ def build_app(notary: Notary) -> web.Application:
     cfg = notary.config
     app = web.Application(client_max_size=cfg.limits.max_request_bytes)
     routes = web.RouteTableDef()
+    retry_sealing = {"Retry-After": str(max(1, round(cfg.max_age)))}  # with a 425: a seal comes every max_age
 
     @routes.post("/v1/entries")
     async def submit(request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
-        scheme, _, token = auth.partition(" ")
-        source = notary.config.http_tokens.get(hashlib.sha256(token.encode()).digest()) if scheme == "Bearer" else None
+        source = _bearer_source(request, notary.config.http_tokens)
         if source is None:
             notary.metrics.inc("notary_ingest_rejected_total", reason="unauthorized")
             return _error(401, "missing or unknown bearer token", **{"WWW-Authenticate": "Bearer"})
@@ -116,8 +140,11 @@ def build_app(notary: Notary) -> web.Application:
             return _error(status, message)
         try:
             first = await notary.submit(entries)
-        except Overloaded as exc:
+        except RetryLater as exc:  # over the bounds, or the store failed to commit: nothing was appended
             return _error(503, str(exc), **{"Retry-After": str(exc.retry_after)})
+        except TooLarge as exc:  # only with a Config that parse_config would refuse (max_request_digests too high)
+            notary.metrics.inc("notary_ingest_rejected_total", reason="too_large")
+            return _error(413, str(exc))
         count = entries.count
         if request.query.get("wait") == "sealed":
             indices = range(first, first + count)
@@ -164,7 +191,7 @@ def build_app(notary: Notary) -> web.Application:
         try:
             tp = await notary.tlog_proof(index, size)
         except NotYetSealed as exc:
-            return _error(425, str(exc), **{"Retry-After": str(max(1, round(cfg.max_age)))})
+            return _error(425, str(exc), **retry_sealing)
         except NotaryError as exc:
             return _error(404, str(exc))
         return web.Response(text=tp.format(), content_type="text/plain")
@@ -180,9 +207,10 @@ def build_app(notary: Notary) -> web.Application:
         hashes = await notary.writer.run(lambda s: s.consistency_proof(old, new))
         return web.json_response({"from": old, "to": new, "proof": [base64.b64encode(h).decode() for h in hashes]})
 
-    @routes.get(r"/v1/seals/{size:\d{1,19}}")
+    @routes.get(r"/v1/seals/{size:[0-9]{1,19}}")  # not \d, which matches every Unicode digit
     async def seal(request: web.Request) -> web.Response:
-        record = await notary.seals.get(int(request.match_info["size"]))
+        size = int(request.match_info["size"])
+        record = None if size > MAX_INT else await notary.seals.get(size)
         if record is None:
             return _error(404, f"no seal at tree size {request.match_info['size']}")
         if not record.anchored:
@@ -231,9 +259,10 @@ def build_app(notary: Notary) -> web.Application:
         if start is None or end is None:
             return _error(400, "give from=<index> and to=<index>: the span [from, to)")
         seal = notary.anchorer.latest_anchored if size is None else await notary.seals.get(size)
-        if seal is None or not seal.anchored:
-            where = "yet" if size is None else f"at tree size {size}"
-            return _error(404, f"there is no anchored seal {where}")
+        if seal is None:
+            return _error(404, "there is no anchored seal yet" if size is None else f"there is no seal at tree size {size}")
+        if not seal.anchored:
+            return _error(425, f"the seal at tree size {size} is not anchored yet; retry shortly", **retry_sealing)
         if not 0 <= start < end <= seal.tree_size:
             return _error(404, f"need 0 <= from < to <= {seal.tree_size} (the anchored seal's size), got from={start} to={end}")
         hashes = await notary.writer.run(lambda s: rangeproof.range_proof(start, end, seal.tree_size, s.subtree_hash))

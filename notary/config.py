@@ -219,6 +219,10 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
         anchor_overdue=float(lim.get("anchor_overdue", (int, float), 300, check=lambda v: v > 0, must="must be seconds > 0")),
     )
     lim.done()
+    if limits.max_request_digests > limits.max_pending_entries:
+        raise ConfigError(
+            f"limits.max_request_digests ({limits.max_request_digests}) is more than limits.max_pending_entries "
+            f"({limits.max_pending_entries}): a request that large could never be accepted; lower the first or raise the second")
 
     sources = top.section("sources", required=False)
     tokens: dict[bytes, str] = {}

@@ -162,10 +162,12 @@ class Notary:
                 raise NotYetSealed(f"entry {index} is not covered by an anchored seal yet; retry shortly")
         else:
             seal = await self.seals.get(size)
-            if seal is None or not seal.anchored:
-                raise NotaryError(f"there is no anchored seal at tree size {size}")
+            if seal is None:
+                raise NotaryError(f"there is no seal at tree size {size}")
             if index >= size:
                 raise NotaryError(f"entry {index} is not in the tree of size {size}")
+            if not seal.anchored:  # it is waiting for the TSA and S3: the proof exists in a moment
+                raise NotYetSealed(f"the seal at tree size {size} is not anchored yet; retry shortly")
         path, entry = await self.writer.run(lambda s: (s.inclusion_proof(index, seal.tree_size), s.entry(index)))
         if entry is None:
             raise NotaryError(f"entry {index} was appended as a bare leaf hash and has no entry to show")

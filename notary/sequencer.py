@@ -15,6 +15,7 @@ of the daemon.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,17 +30,31 @@ from notary.store_process import StoreProcess, WriterGone, WriterStatus
 
 T = TypeVar("T")
 
+log = logging.getLogger("notary.sequencer")
+
 # One commit takes at most this many entries, so a burst cannot make one
 # transaction (and the memory it holds) unbounded.
 MAX_COMMIT_ENTRIES = 50_000
 
 
-class Overloaded(NotaryError):
-    """Too much is waiting to be made durable or anchored: retry later."""
+class RetryLater(NotaryError):
+    """Nothing of the submission was appended, and the same submission may succeed after ``retry_after`` seconds."""
 
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Overloaded(RetryLater):
+    """Too much is waiting to be made durable or anchored: retry later."""
+
+
+class CommitFailed(RetryLater):
+    """The store did not commit the transaction that held the submission: none of it was appended."""
+
+
+class TooLarge(NotaryError):
+    """One submission of more entries than may wait at once: no retry can make it fit."""
 
 
 class LogWriter:
@@ -174,6 +189,9 @@ class Sequencer:
 
     async def submit(self, entries: EntryRun) -> int:
         """Append ``entries``; return the index of the first once they are durable."""
+        if entries.count > self._max_pending:
+            raise TooLarge(f"{entries.count} entries in one submission, more than may wait to be written at once "
+                           f"(limits.max_pending_entries, {self._max_pending}); send fewer at a time")
         if self._closed:
             raise Overloaded("the notary is shutting down and accepts no new entries", retry_after=5)
         if self._pending_entries + entries.count > self._max_pending:
@@ -207,17 +225,21 @@ class Sequencer:
                 count += item[0].count
             try:
                 first = await self._writer.append([run for run, _ in batch])
-            except Exception as exc:  # nothing was appended: every waiter learns it
+            except Exception as exc:  # nothing was appended (one transaction): every waiter learns it
                 self._pending_entries -= count
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, WriterGone):  # fatal: the daemon exits and is restarted
+                log.error("a commit of %d entries failed, nothing was appended: %s", count, exc)
+                failed = CommitFailed(f"the log store did not commit the entries ({exc}); nothing was appended, "
+                                      "retry later", retry_after=5)
+                waiters = [future for _, future in batch]
+                fatal = isinstance(exc, WriterGone)  # the daemon exits and is restarted
+                if fatal:
                     self._closed = True
-                    while self._pending:
-                        _, future = self._pending.popleft()
-                        if not future.done():
-                            future.set_exception(exc)
+                    waiters += [future for _, future in self._pending]
+                    self._pending.clear()
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(failed)
+                if fatal:
                     raise
                 continue
             self._pending_entries -= count

@@ -1,11 +1,15 @@
 """Local ingest over a unix socket: one digest per line in, one index per line out.
 
 The source is the peer's uid (SO_PEERCRED), mapped to a name by
-``[sources.unix.<name>] uid = N``; an unknown uid is told so and disconnected.
+``[sources.unix.<name>] uid = N`` as configured when each batch of lines
+arrives; an unknown uid is told so and disconnected (one answer a line, when
+a reload removed it from under an open connection).
 Lines that arrive together are submitted together (one durable commit), and
 answers come back in order: the entry's index, or ``error: <reason>`` for a
-malformed line (nothing is appended for it), or ``retry: <reason>`` when the
-notary is over its bounds.
+malformed line (nothing is appended for it) and for every line of a batch
+larger than ``limits.max_pending_entries``, or ``retry: <reason>`` when the
+notary is over its bounds or the store failed to commit them (nothing was
+appended).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from notary.entry import encode_run, parse_digest_hex
 from notary.errors import FormatError
-from notary.sequencer import Overloaded
+from notary.sequencer import RetryLater, TooLarge
 
 if TYPE_CHECKING:
     from notary.daemon import Notary
@@ -45,25 +49,33 @@ async def serve_unix(notary: Notary) -> asyncio.AbstractServer:
 async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         uid = peer_uid(writer.get_extra_info("socket"))
-        source = notary.config.unix_peers.get(uid)
-        if source is None:
-            writer.write(f"error: uid {uid} is not a configured source\n".encode())
+        refusal = f"error: uid {uid} is not a configured source\n".encode()
+        if uid not in notary.config.unix_peers:
+            writer.write(refusal)
             await writer.drain()
             return
         pending = b""
         while True:
             chunk = await reader.read(READ_CHUNK)
-            if not chunk:
-                return
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
+            *lines, pending = (pending + chunk).split(b"\n")
+            if not chunk and pending:  # the peer closed (or shut down sending) after a line without its newline
+                lines.append(pending)
+            if lines:  # the lines before a line too long are answered first: the answers stay in step with the lines
+                # Looked up for each batch, so that a reload (SIGHUP) that removes or renames
+                # the source applies to the connections already open too.
+                source = notary.config.unix_peers.get(uid)
+                if source is None:
+                    writer.write(refusal * len(lines))
+                    await writer.drain()
+                    return
+                writer.write(await _answer(notary, source, lines))
+                await writer.drain()
             if len(pending) > MAX_LINE:
                 writer.write(b"error: line too long, not a digest; closing\n")
                 await writer.drain()
                 return
-            if lines:
-                writer.write(await _answer(notary, source, lines))
-                await writer.drain()
+            if not chunk:
+                return
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     finally:
@@ -81,12 +93,13 @@ async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
             continue
         slots.append(len(digests))
         digests.append(digest)
-    entries = encode_run(digests, source)
+    refused = None  # the answer of every digest line when the submission is refused
     first = 0
     if digests:
         try:
-            first = await notary.submit(entries)
-        except Overloaded as exc:
-            return b"".join(
-                (f"retry: {exc}\n" if isinstance(s, int) else f"{s}\n").encode() for s in slots)
-    return b"".join((f"{first + s}\n" if isinstance(s, int) else f"{s}\n").encode() for s in slots)
+            first = await notary.submit(encode_run(digests, source))
+        except RetryLater as exc:  # over the bounds, or the store failed to commit: nothing was appended
+            refused = f"retry: {exc}"
+        except TooLarge as exc:  # more lines at once than may wait to be written: retrying them together never helps
+            refused = f"error: {exc}"
+    return b"".join(f"{s if isinstance(s, str) else refused or first + s}\n".encode() for s in slots)

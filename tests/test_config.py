@@ -82,3 +82,13 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(bad)
 
+
+
+def test_a_request_limit_above_the_pending_limit_is_refused_naming_both_keys():
+    """Such a request could never be accepted: the producer would be told to retry it forever."""
+    raw = example()
+    raw["limits"].update(max_request_digests=1500, max_pending_entries=1000)
+    with pytest.raises(ConfigError, match=r"^limits.max_request_digests \(1500\) is more than limits.max_pending_entries \(1000\)"):
+        parse_config(raw, base=EXAMPLE.parent)
+    raw["limits"]["max_pending_entries"] = 1500
+    assert parse_config(raw, base=EXAMPLE.parent).limits.max_pending_entries == 1500
