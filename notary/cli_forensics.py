@@ -28,7 +28,7 @@ from notary.client import ClientError, HttpClient, line_digests
 from notary.entry import check_source
 from notary.errors import FormatError, VerificationError
 from notary.forensics import analyse
-from notary.logbundle import Span, format_bundle, parse_bundle, parse_entry_lines, span_lines
+from notary.logbundle import MAX_SPAN, Span, format_bundle, parse_bundle, parse_entry_lines, span_lines
 from notary.note import b64decode_strict
 from notary.trust import SignatureError, TrustedKeys
 from notary.verify import EXIT_ERROR, EXIT_INCLUSION, EXIT_MALFORMED, EXIT_OK, EXIT_SIGNATURE, EXIT_USAGE
@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ties them to it, for `notary verify-log --bundle` offline (docs/FORMATS.md, \"Log bundle\").")
     p.add_argument("--from", dest="start", type=int, required=True, metavar="FROM", help="first index")
     p.add_argument("--to", dest="end", type=int, required=True, metavar="TO", help="index after the last")
-    p.add_argument("--source", help="show only this source's entries (the others as bare leaf hashes)")
+    p.add_argument("--source", help="show only this source's entries (the others as bare leaf hashes); verify-log "
+                                    "refuses such a bundle where other sources' entries are among the file's")
     p.add_argument("-o", "--output", type=Path, required=True, help="the bundle file to write")
     p.add_argument("--url", default=os.environ.get("NOTARY_URL", "http://127.0.0.1:8640"),
                    help="the notary's HTTP address (default: $NOTARY_URL or %(default)s)")
@@ -123,12 +124,39 @@ class DaemonIndex:
         return found
 
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
-        checkpoint, proof, span = _fetch(self.client, start, end, self.size, self.source)
+        # Every entry of the span, not only the source's: one shown by its leaf hash alone could be the source's.
+        checkpoint, proof, span = _fetch(self.client, start, end, self.size, None)
         if checkpoint != self.checkpoint_text:
             raise CommandError(f"the notary proved [{start}, {end}) against another checkpoint than the one pinned "
                                f"at the start (tree size {self.size})", EXIT_INCLUSION)
         _verify_span(span, proof, self.signed)
+        _all_shown(_leaf_only(span), start, end, "the notary")
         return [(i, d) for i, d, s in span.records if s == self.source]
+
+
+def _leaf_only(span: Span) -> list[int]:
+    """The indices of ``span`` shown only by their leaf hash, in order."""
+    shown = {i for i, _, _ in span.records}
+    return [i for i in range(span.start, span.end) if i not in shown]
+
+
+def _all_shown(leaf_only: Sequence[int], start: int, end: int, who: str, filtered: str | None = None) -> None:
+    """Refuse a range of the analysis that holds an entry shown only by its leaf hash.
+
+    A leaf hash does not say whose entry it is, so such an entry could be one
+    of the file's lines, deleted, and the file would still look whole. A
+    notary shows every entry with its digest and source unless asked for one
+    source's; a leaf line there was hidden.
+    """
+    k = bisect.bisect_left(leaf_only, start)
+    if k == len(leaf_only) or leaf_only[k] >= end:
+        return
+    hidden = leaf_only[k]
+    why = (f"the bundle is filtered to source {filtered!r}, so the other sources' entries are leaf hashes in it and "
+           "it cannot show that none of this file's lines was deleted: export the span without --source"
+           if filtered is not None else f"{who} shows every entry with its digest and source, so this one was hidden")
+    raise CommandError(f"entry {hidden} is shown only by its leaf hash, so nothing shows that it is not one of this "
+                       f"file's lines, deleted: {why}", EXIT_INCLUSION)
 
 
 def _fetch(client: HttpClient, start: int, end: int, size: int | None,
@@ -141,7 +169,10 @@ def _fetch(client: HttpClient, start: int, end: int, size: int | None,
         texts = pool.map(lambda a: client.entries(a, min(a + ENTRIES_PER_REQUEST, end), source), chunks)
         span = Span(start=start, leaves=[], records=[])
         for text in texts:
-            parse_entry_lines(text.splitlines(), start, span)
+            lines = text.split("\n")  # not splitlines(): a source name may hold U+2028 and the like
+            if lines[-1] == "":
+                lines.pop()
+            parse_entry_lines(lines, start, span)
     if span.end != end:
         raise CommandError(f"the notary sent {span.end - start} entries for [{start}, {end})", EXIT_INCLUSION)
     return answer["checkpoint"], proof, span
@@ -168,6 +199,8 @@ class BundleIndex:
         self.size = self.signed.checkpoint.size
         _verify_span(bundle.span, bundle.proof, self.signed)
         self.range = (bundle.span.start, bundle.span.end)
+        self._filtered = bundle.source
+        self._leaf_only = _leaf_only(bundle.span)
         self._records = [(i, d) for i, d, s in bundle.span.records if s == source]
         self._keys = [i for i, _ in self._records]
         self._by_digest: dict[bytes, list[int]] = {}
@@ -178,6 +211,7 @@ class BundleIndex:
         return {d: self._by_digest.get(d, []) for d in digests}
 
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        _all_shown(self._leaf_only, start, end, "a bundle written by notary export", self._filtered)
         return self._records[bisect.bisect_left(self._keys, start) : bisect.bisect_left(self._keys, end)]
 
 
@@ -286,6 +320,9 @@ def _export(args: argparse.Namespace) -> int:
     url = _dev_info(args.dev_json).get("url", args.url) if args.dev_json is not None else args.url
     if not 0 <= args.start < args.end:
         raise CommandError(f"--from {args.start} --to {args.end}: need 0 <= FROM < TO", EXIT_USAGE)
+    if args.end - args.start > MAX_SPAN:
+        raise CommandError(f"--from {args.start} --to {args.end}: a bundle holds at most {MAX_SPAN} entries "
+                           "(what notary verify-log reads); export the range in parts", EXIT_USAGE)
     if args.source is not None:
         _check_source_option(args.source)
     checkpoint, proof, span = _fetch(HttpClient(url), args.start, args.end, None, args.source)

@@ -96,13 +96,16 @@ _CHAIN_FIELDS = ("record_proof", "host_seal", "central_proof", "central_seal")
 def parse_chain(data: bytes) -> ChainProof:
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FormatError(f"chain proof is not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != CHAIN_FORMAT:
         raise FormatError(f"chain proof is not a {CHAIN_FORMAT} document")
     if sorted(doc) != sorted(("format", *_CHAIN_FIELDS)) or not all(isinstance(doc[f], str) for f in _CHAIN_FIELDS):
         raise FormatError(f"chain proof must have exactly the string fields {', '.join(_CHAIN_FIELDS)}")
-    return ChainProof(**{f: doc[f].encode("utf-8") for f in _CHAIN_FIELDS})
+    try:
+        return ChainProof(**{f: doc[f].encode("utf-8") for f in _CHAIN_FIELDS})
+    except UnicodeEncodeError as exc:  # a lone surrogate, written as \ud800 in the JSON
+        raise FormatError(f"chain proof holds a character that is no text: {exc.reason} at {exc.start}") from None
 
 
 def chain_proof(host: HttpClient, central: HttpClient, record_digest: bytes, host_source: str) -> ChainProof:

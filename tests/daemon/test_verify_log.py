@@ -156,7 +156,9 @@ def test_an_untrusted_key_fails_the_checkpoint(notarized, bundle, capsys):
     assert code == 6 and "the checkpoint does not verify" in err
 
 
-def test_a_bundle_filtered_to_one_source_shows_others_as_leaves_and_still_verifies(notarized, capsys):
+def test_a_bundle_filtered_to_one_source_shows_others_as_leaves_and_cannot_verify_the_file(notarized, capsys):
+    """The interleaved entries of another source are leaf hashes in it: any of them could be one of the
+    file's lines, deleted, so verify-log refuses it (before 2026-12-04 it called the file CLEAN)."""
     d, base, indices, info = notarized
     path = base / "producer.bundle"
     assert main(["export", "--from", str(indices[0]), "--to", str(indices[-1] + 1), "--source", "dev-producer",
@@ -166,7 +168,8 @@ def test_a_bundle_filtered_to_one_source_shows_others_as_leaves_and_still_verifi
     assert body.count(" leaf ") == (indices[-1] + 1 - indices[0]) - len(LINES)  # the interleaved 'local-user' entries
     assert "local-user" not in body
     code, out, err = verify_log(capsys, info, base / "app.log", "--bundle", str(path))
-    assert code == 0, out + err
+    assert code == 5 and "CLEAN" not in out, out + err
+    assert "the bundle is filtered to source 'dev-producer'" in err and "export the span without --source" in err
     code = main(["verify-log", str(base / "app.log"), "--source", "local-user", "--dev-json", str(info),
                  "--bundle", str(path)])
     assert code == 2 and "shows only the entries of source 'dev-producer', not 'local-user'" in capsys.readouterr().err
