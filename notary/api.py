@@ -259,6 +259,9 @@ def build_app(notary: Notary) -> web.Application:
         if start is None or end is None:
             return _error(400, "give from=<index> and to=<index>: the span [from, to)")
         seal = notary.anchorer.latest_anchored if size is None else await notary.seals.get(size)
+        if size is None and 0 <= start < end <= notary.sequencer.size and (seal is None or end > seal.tree_size):
+            return _error(425, f"entries up to {end} are in the log but not covered by an anchored seal yet; "
+                               "retry shortly", **retry_sealing)
         if seal is None:
             return _error(404, "there is no anchored seal yet" if size is None else f"there is no seal at tree size {size}")
         if not seal.anchored:

@@ -107,9 +107,15 @@ def test_proofs_at_a_size_sealed_but_not_anchored_yet_are_425_with_retry_after(t
             for path in ("/v1/proof?index=0&size=2", "/v1/range-proof?from=0&to=1&size=2"):
                 r = await client.get(path)  # no seal has that size, nor will: final
                 assert r.status == 404 and (await r.json())["error"] == "there is no seal at tree size 2", path
+            # Without a size: the latest anchored seal's span, not there yet but coming (before: 404, final).
+            r = await client.get("/v1/range-proof?from=0&to=1")
+            assert r.status == 425 and r.headers["Retry-After"] == "1", await r.text()
+            assert "entries up to 1 are in the log but not covered by an anchored seal yet" in (await r.json())["error"]
+            r = await client.get("/v1/range-proof?from=0&to=2")  # beyond the log: final
+            assert r.status == 404, await r.text()
             notary.fake_tsa.fail = False
             await notary.wait_anchored(0)
-            for path in paths:
+            for path in (*paths, "/v1/range-proof?from=0&to=1"):
                 assert (await client.get(path)).status == 200, path
 
     asyncio.run(main())
