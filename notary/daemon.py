@@ -181,6 +181,9 @@ class Notary:
             problems.append(
                 f"{self.anchorer.unanchored} seals have waited more than {overdue:g}s to be anchored "
                 f"(last error: {self.anchorer.last_error})")
+        if self.sequencer.commit_error is not None:
+            problems.append(f"committing entries to the log store is failing (submissions are answered 503): "
+                            f"{self.sequencer.commit_error}")
         if self.sealer.last_error is not None:
             problems.append(f"sealing is failing: {self.sealer.last_error}")
         if self.writer.status.index_error is not None:
@@ -200,6 +203,7 @@ class Notary:
         m.set("notary_anchored_tree_size", 0 if anchored is None else anchored.tree_size)
         m.set("notary_unanchored_seals", self.anchorer.unanchored)
         m.set("notary_commits_total", self.sequencer.commits)
+        m.set("notary_commit_failures_total", self.sequencer.commit_failures)
         m.set("notary_anchor_failures_total", self.anchorer.failures)
         m.set("notary_seal_failures_total", self.sealer.failures)
         m.set("notary_integrity_alarms_total", self.anchorer.integrity_alarms)

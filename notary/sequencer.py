@@ -180,6 +180,8 @@ class Sequencer:
         self.size = writer.store.size  # committed entries
         self.last_commit = time.monotonic()
         self.commits = 0
+        self.commit_failures = 0
+        self.commit_error: str | None = None  # the last failed commit's error, until a commit succeeds
         self.committed_entries = 0
         self.on_commit: Callable[[int], None] = lambda size: None
 
@@ -227,6 +229,8 @@ class Sequencer:
                 first = await self._writer.append([run for run, _ in batch])
             except Exception as exc:  # nothing was appended (one transaction): every waiter learns it
                 self._pending_entries -= count
+                self.commit_failures += 1
+                self.commit_error = f"{type(exc).__name__}: {exc}"
                 log.error("a commit of %d entries failed, nothing was appended: %s", count, exc)
                 failed = CommitFailed(f"the log store did not commit the entries ({exc}); nothing was appended, "
                                       "retry later", retry_after=5)
@@ -245,6 +249,7 @@ class Sequencer:
             self._pending_entries -= count
             self.size = first + count
             self.commits += 1
+            self.commit_error = None
             self.committed_entries += count
             self.last_commit = time.monotonic()
             offset = first

@@ -58,7 +58,14 @@ def test_a_failed_commit_is_answered_retry_on_both_protocols_and_appends_nothing
             error = (await r.json())["error"]
             assert error.startswith("the log store did not commit the entries (") and "nothing was appended" in error
             assert notary.sequencer.size == 0
+            # The operator sees it: a counter, and /healthz failing until a commit succeeds again.
+            metrics = (await (await client.get("/metrics")).text()).splitlines()
+            failures = next(float(m.split()[1]) for m in metrics if m.startswith("notary_commit_failures_total "))
+            assert failures >= 1  # one commit, or two: the requests may share one
+            r = await client.get("/healthz")
+            assert r.status == 503 and "committing entries to the log store is failing" in await r.text()
             assert await exchange(tmp_path / "s.sock", lines(1, 2)) == ["0", "1"]
+            assert (await client.get("/healthz")).status == 200
 
     asyncio.run(main())
 
