@@ -96,7 +96,7 @@ def make_client(
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         config=Config(
-            retries={"max_attempts": attempts, "mode": "standard"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},  # (botocore's max_attempts counts retries)
             connect_timeout=timeout,
             read_timeout=timeout,
             max_pool_connections=connections,

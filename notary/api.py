@@ -28,7 +28,7 @@ from notary import rangeproof
 from notary.entry import Entry, check_source, entries_from_hex, parse_digest_hex, parse_digest_list
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
-from notary.sequencer import RetryLater, TooLarge
+from notary.sequencer import CommitUnknown, RetryLater, TooLarge
 
 if TYPE_CHECKING:
     from notary.daemon import Notary
@@ -145,6 +145,8 @@ def build_app(notary: Notary) -> web.Application:
         except TooLarge as exc:  # only with a Config that parse_config would refuse (max_request_digests too high)
             notary.metrics.inc("notary_ingest_rejected_total", reason="too_large")
             return _error(413, str(exc))
+        except CommitUnknown as exc:  # neither "appended" nor "retry": the producer must look before resending
+            return _error(500, str(exc))
         count = entries.count
         if request.query.get("wait") == "sealed":
             indices = range(first, first + count)

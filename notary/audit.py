@@ -452,7 +452,12 @@ async def audit_bucket(
     min_retention: datetime.timedelta | None = None,
     newest_within: datetime.timedelta | None = None,
 ) -> AuditReport:
-    """Read every seal under the reader's bucket and prefix, and audit them."""
+    """Read every seal under the reader's bucket and prefix, and audit them.
+
+    The audit's time is taken before the listing: the seals it sees are those
+    that existed then, and a long read must not age them (``newest_within``).
+    """
+    now = datetime.datetime.now(datetime.UTC)
     stored = await fetch_seals(reader)
     return audit_seals(stored, trust, roots, bucket=reader.bucket, prefix=reader.prefix, min_retention=min_retention,
-                       newest_within=newest_within)
+                       newest_within=newest_within, now=now)

@@ -58,6 +58,7 @@ class Notary:
         self.anchorer = Anchorer(origin=config.origin, seals=self.seals, timestamper=timestamper,
                                  publisher=publisher, bucket=config.s3.bucket, signers=lambda: self._signers)
         self.sealer.on_seal = self.anchorer.poke
+        self.anchorer.on_resign = self.sealer.resigned
         self.stopping = asyncio.Event()  # the sealer's last turn
         self.draining = asyncio.Event()  # set once the last seal is stored: the anchorer empties the outbox
         self._drain_deadline: float | None = None

@@ -121,6 +121,11 @@ class Sealer:
         if size - self.sealed_size >= self.max_entries:
             self._wakeup.set()
 
+    def resigned(self, seal: Seal) -> None:
+        """The anchorer signed ``seal`` again: if it is the latest, serve its new checkpoint (``GET /checkpoint``)."""
+        if self.latest is not None and self.latest.tree_size == seal.tree_size:
+            self.latest = seal
+
     @property
     def sealed_size(self) -> int:
         return 0 if self.latest is None else self.latest.tree_size
@@ -205,6 +210,7 @@ class Anchorer:
                  bucket: str, signers: Callable[[], Sequence[NoteSigner]] = lambda: ()):
         self.origin = origin
         self._signers = signers
+        self.on_resign: Callable[[Seal], None] = lambda seal: None  # a seal's checkpoint was signed again
         self._seals = seals
         self._tsa, self._s3 = timestamper, publisher
         self.bucket = bucket
@@ -283,7 +289,9 @@ class Anchorer:
             raise VerificationError(f"checkpoint {seal.tree_size} is not signed by every active key; not anchoring")
         log.warning("seal of tree size %d was signed by keys that are no longer all active; signed again with "
                     "the %d active keys before it is timestamped", seal.tree_size, len(trusted))
-        return await self._seals.set_checkpoint(seal, signed.encode())
+        seal = await self._seals.set_checkpoint(seal, signed.encode())
+        self.on_resign(seal)
+        return seal
 
     async def anchor(self, seal: Seal) -> Seal:
         if seal.timestamp_token is None:

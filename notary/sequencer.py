@@ -53,6 +53,10 @@ class CommitFailed(RetryLater):
     """The store did not commit the transaction that held the submission: none of it was appended."""
 
 
+class CommitUnknown(NotaryError):
+    """The store's writer process ended during the commit: the submission may or may not have been appended."""
+
+
 class TooLarge(NotaryError):
     """One submission of more entries than may wait at once: no retry can make it fit."""
 
@@ -234,15 +238,23 @@ class Sequencer:
                 log.error("a commit of %d entries failed, nothing was appended: %s", count, exc)
                 failed = CommitFailed(f"the log store did not commit the entries ({exc}); nothing was appended, "
                                       "retry later", retry_after=5)
-                waiters = [future for _, future in batch]
                 fatal = isinstance(exc, WriterGone)  # the daemon exits and is restarted
+                outcome: NotaryError = failed
                 if fatal:
+                    # The writer may have committed before it died: this batch's fate is not known (a
+                    # retry could append it twice). The submissions still queued were never sent.
+                    outcome = CommitUnknown(
+                        f"the log store's writer process ended during the commit ({exc}), so whether these entries "
+                        "were appended is not known; the notary restarts: look them up (POST /v1/lookup) before "
+                        "sending them again")
                     self._closed = True
-                    waiters += [future for _, future in self._pending]
+                    for _, future in self._pending:
+                        if not future.done():
+                            future.set_exception(failed)
                     self._pending.clear()
-                for future in waiters:
+                for _, future in batch:
                     if not future.done():
-                        future.set_exception(failed)
+                        future.set_exception(outcome)
                 if fatal:
                     raise
                 continue

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from notary.entry import encode_run, parse_digest_hex
 from notary.errors import FormatError
-from notary.sequencer import RetryLater, TooLarge
+from notary.sequencer import CommitUnknown, RetryLater, TooLarge
 
 if TYPE_CHECKING:
     from notary.daemon import Notary
@@ -100,6 +100,6 @@ async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
             first = await notary.submit(encode_run(digests, source))
         except RetryLater as exc:  # over the bounds, or the store failed to commit: nothing was appended
             refused = f"retry: {exc}"
-        except TooLarge as exc:  # more lines at once than may wait to be written: retrying them together never helps
+        except (TooLarge, CommitUnknown) as exc:  # retrying never helps, or could append the lines twice
             refused = f"error: {exc}"
     return b"".join(f"{s if isinstance(s, str) else refused or first + s}\n".encode() for s in slots)

@@ -284,3 +284,27 @@ def test_concurrent_reads_give_the_same_seals_in_order_and_the_first_error_stops
             asyncio.run(fetch_seals(many))
     finally:
         many.close()
+
+
+def test_freshness_is_judged_at_the_listing_not_after_a_long_read(stack, sealed, monkeypatch):
+    """The audit sees the seals that existed when it listed the bucket; a read taking longer than the bound
+    made a healthy notary stale (the clock was read after the last object)."""
+    import datetime
+    import time
+
+    from notary import audit as audit_module
+
+    trust = TrustedKeys.from_keyring(Keyring.load(stack.keyring_path))
+    roots = load_roots(stack.data_dir / "tsa" / "root.pem")
+    reader = SealReader(stack.s3.client(), BUCKET, "aud/")
+    stored = asyncio.run(audit_module.fetch_seals(reader))
+    newest = max(s.verified.time for s in audit_module.audit_seals(stored, trust, roots, prefix="aud/").seals)
+    bound = datetime.datetime.now(datetime.UTC) - newest + datetime.timedelta(seconds=2)
+
+    async def slow_fetch(reader):
+        time.sleep(4)  # a big bucket, read for longer than the bound's slack
+        return stored
+
+    monkeypatch.setattr(audit_module, "fetch_seals", slow_fetch)
+    report = asyncio.run(audit_bucket(reader, trust, roots, newest_within=bound))
+    assert report.ok, [f.line() for f in report.findings]
