@@ -35,10 +35,15 @@ def line_digests(path: Path) -> Iterator[tuple[int, bytes]]:
     "\\r\\n"). Empty lines are records too, so that deleting one shows.
     """
     with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if line.endswith(b"\n"):
-                line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-            yield number, record_digest(line)
+        for number, line in enumerate(f, 1):  # a binary file splits on "\n" only: a lone "\r" is in a record
+            yield number, record_digest(line_record(line))
+
+
+def line_record(line: bytes) -> bytes:
+    """The record one line holds: its bytes without the terminator ("\\n", or "\\r\\n"), if it has one."""
+    if line.endswith(b"\n"):
+        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+    return line
 
 
 def submit_request(digests: Sequence[bytes], wait_sealed: bool) -> tuple[str, bytes]:
