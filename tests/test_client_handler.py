@@ -203,7 +203,8 @@ def test_logging_configuration_cannot_silence_a_fail_closed_record(tmp_path):
         logging.getLogger("test.silenced.audit").disabled = False
     assert [(line, index) for line, _, index, _ in ledger(sink)] == [(1, 0), (2, 1)]
     # dictConfig and fileConfig close every handler: the call raises rather than returning unrecorded.
-    logging.config.dictConfig({"version": 1, "root": {"level": "INFO"}})
+    # (disable_existing_loggers: False keeps the loggers of the tests that run after this one working.)
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
     with pytest.raises(HandlerError, match="configure logging before creating the audit handler"):
         audit.info({"n": 3})
     assert sink.read_bytes().count(b"\n") == 2
