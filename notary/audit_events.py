@@ -29,6 +29,7 @@ import contextvars
 import datetime
 import hashlib
 import hmac
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -42,6 +43,7 @@ SCHEMA_VERSION = 1
 OUTCOMES = frozenset({"success", "failure", "denied"})
 KEY_VARIABLE = "NOTARY_AUDIT_HMAC_KEY"
 MIN_KEY_BYTES = 16
+JSON_INT_MAX = 2**53 - 1  # the largest integer RFC 8785 writes (it holds numbers as IEEE 754 doubles, §3.2.2.3)
 
 # Field names are compared lower-cased with everything but letters and digits removed.
 SECRET_FIELDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "clientsecret", "token",
@@ -186,6 +188,7 @@ class AuditEvents:
 
     def _plain(self, path: str, value: str) -> str:
         """A string that is neither declared sensitive nor allowed to look like a card number or national id."""
+        _check_unicode(path, value)
         if contains_card_number(value):
             raise AuditEventError(f"{path} looks like a card number; put it in a card field to keep the last four")
         if contains_national_id(value):
@@ -206,6 +209,7 @@ class AuditEvents:
             elif name in self.national_id_fields:
                 if not isinstance(value, str) or not value.strip():
                     raise AuditEventError(f"{where} is a national-id field and must hold a non-empty string")
+                _check_unicode(where, value)
                 out[key] = self.national_id_token(value)
             else:
                 out[key] = self._redact_value(where, value)
@@ -218,6 +222,11 @@ class AuditEvents:
             return [self._redact_value(f"{path}[{i}]", v) for i, v in enumerate(value)]
         if isinstance(value, bool) or value is None:
             return value
+        if isinstance(value, int) and not -JSON_INT_MAX <= value <= JSON_INT_MAX:
+            raise AuditEventError(f"{path} is an integer beyond ±(2**53 - 1), which RFC 8785 JSON cannot hold "
+                                  "exactly; write it as a string")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AuditEventError(f"{path} is NaN or infinite, which JSON cannot hold")
         if isinstance(value, (int, float)):
             self._plain(path, repr(value))
             return value
@@ -232,6 +241,15 @@ class AuditEvents:
         if not 12 <= len(digits) <= 19:
             raise AuditEventError(f"{path} is a card field and must hold a card number (12 to 19 digits)")
         return "****" + digits[-4:]
+
+
+def _check_unicode(path: str, value: str) -> None:
+    """Refuse a string with a lone surrogate (JSON ``"\\ud800"`` decodes to one): it has no UTF-8, so no line."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AuditEventError(f"{path} holds a lone surrogate (not Unicode text), which an audit line cannot hold") \
+            from None
 
 
 def _key_from_environment() -> bytes:

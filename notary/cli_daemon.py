@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from notary.client import ClientError, HttpClient, line_digests, record_digest, submit_unix
+from notary.client import AcknowledgedNotSealedError, ClientError, HttpClient, line_digests, record_digest, submit_unix
 from notary.entry import parse_digest_hex
 from notary.errors import NotaryError
 
@@ -68,11 +68,22 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
 def _client(args: argparse.Namespace) -> HttpClient:
     url, token = args.url, os.environ.get("NOTARY_TOKEN")
     if args.dev_json is not None:
-        info = json.loads(args.dev_json.read_text())
-        url, token = info["url"], info["token"]
+        try:
+            info = json.loads(_read_text(args.dev_json, "--dev-json"))
+            url, token = info["url"], info["token"]
+        except (ValueError, KeyError, TypeError):
+            raise ClientError(f"--dev-json {args.dev_json} is not a dev stack's dev.json (JSON with url and token)") \
+                from None
     if args.token_file is not None:
-        token = args.token_file.read_text().strip()
+        token = _read_text(args.token_file, "--token-file").strip()
     return HttpClient(url, token)
+
+
+def _read_text(path: Path, option: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeError) as exc:
+        raise ClientError(f"{option} {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -114,9 +125,12 @@ def _submit(args: argparse.Namespace) -> int:
     digests = [parse_digest_hex(d) for d in args.digest]
     labels = [d for d in args.digest]
     for path in args.files:
-        for number, digest in line_digests(path):
-            digests.append(digest)
-            labels.append(f"{path}:{number}")
+        try:
+            for number, digest in line_digests(path):
+                digests.append(digest)
+                labels.append(f"{path}:{number}")
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not digests:
         raise ClientError("nothing to submit: give --digest HEX or log files")
     if args.socket is not None:
@@ -126,7 +140,20 @@ def _submit(args: argparse.Namespace) -> int:
         client = _client(args)
         answers = []
         for start in range(0, len(digests), 10_000):
-            answers += client.submit(digests[start : start + 10_000], wait_sealed=args.wait_sealed)
+            try:
+                answers += client.submit(digests[start : start + 10_000], wait_sealed=args.wait_sealed)
+            except AcknowledgedNotSealedError as exc:
+                # Durable, but not sealed: say which, so that nobody submits them a second time.
+                for label, answer in zip(labels, answers):
+                    print(f"{label}\tindex {answer['index']}")
+                for label, index in zip(labels[len(answers):], exc.indices):
+                    print(f"{label}\tindex {index}\t(acknowledged, not sealed)")
+                unsent = len(digests) - len(answers) - len(exc.indices)
+                raise ClientError(
+                    f"the notary stopped before sealing {len(exc.indices)} acknowledged records (listed above "
+                    "\"acknowledged, not sealed\"): they are durably in the log, do not submit them again; fetch "
+                    "their proofs once it is back, with notary proof --index N"
+                    + (f"; the last {unsent} records were not submitted" if unsent else "")) from None
     for label, answer in zip(labels, answers):
         print(f"{label}\tindex {answer['index']}")
     return 0
@@ -151,7 +178,7 @@ def _proof(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     client = _client(args)
     status, health = client.healthz()
-    print("health:", "ok" if status == 200 else "FAILING: " + "; ".join(health.get("problems", [])))
+    print("health:", "ok" if status == 200 else "FAILING: " + "; ".join(map(str, health.get("problems", []))))
     try:
         print("latest checkpoint:\n" + client.checkpoint())
     except ClientError as exc:

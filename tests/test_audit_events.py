@@ -187,3 +187,22 @@ def test_planted_secrets_cards_and_national_ids_never_reach_the_sink(secret, sec
         assert planted.encode() not in data
     form = event["details"]["form"] if nested else event["details"]
     assert form[card_field] == "****" + _digits(card)[-4:] and form[id_field].startswith("hmac-sha256:")
+
+
+@pytest.mark.parametrize("where, value, error", [
+    ("amount", 2**53, "beyond ±"),
+    ("amount", -(2**60), "beyond ±"),
+    ("ratio", float("nan"), "NaN or infinite"),
+    ("ratio", float("-inf"), "NaN or infinite"),
+    ("title", "\ud800", "lone surrogate"),  # what JSON "\ud800" in a request body decodes to
+    ("nested", {"\udc80": 1}, "lone surrogate"),
+    ("ssn", "12\ud800", "lone surrogate"),
+])
+def test_values_rfc8785_cannot_write_are_refused_naming_the_field(where, value, error):
+    with pytest.raises(AuditEventError, match=error) as err:
+        EVENTS.event(**COMPLETE, **{where: value})
+    assert f"details.{where}" in str(err.value)
+    with pytest.raises(AuditEventError, match="target holds a lone surrogate"):
+        EVENTS.event(**{**COMPLETE, "target": "todo/\ud800"})
+    assert EVENTS.event(**COMPLETE, amount=2**53 - 1, low=-(2**53 - 1))["details"] == \
+        {"amount": 2**53 - 1, "low": -(2**53 - 1)}

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.config
 import os
+import shutil
+import signal
 import sqlite3
+import threading
+import time
 
 import pytest
 import rfc8785
 
-from notary.client import (HandlerError, NotAcknowledgedError, NotaryHandler, UnixClient, canonical_line,
+from notary.client import (ClientError, HandlerError, NotAcknowledgedError, NotaryHandler, UnixClient, canonical_line,
                            line_digests)
 
 
@@ -160,3 +165,186 @@ def test_a_failed_write_refuses_later_lines_until_reopened(tmp_path, nowhere):
     again.close()
     assert [(line, digest) for line, digest, _, _ in ledger(sink)] == list(line_digests(sink))
     assert sink.read_bytes() == b'{"n":1}\n{"n":4}\n'
+
+
+class Numbering:
+    """An in-process notary: hands out consecutive indices, after ``delay`` seconds (a slow or stuck notary)."""
+
+    def __init__(self, delay: float = 0.0, timeout: float = 60.0):
+        self.delay, self.timeout, self.next = delay, timeout, 0
+
+    def submit_indices(self, digests):
+        time.sleep(self.delay)
+        first, self.next = self.next, self.next + len(digests)
+        return list(range(first, first + len(digests)))
+
+
+class TimesOut:
+    """A notary that never answers: each submission fails after the transport's timeout."""
+
+    timeout = 1.0
+
+    def submit_indices(self, digests):
+        time.sleep(self.timeout)
+        raise ClientError("notary at http://notary:8640 cannot be reached: timed out")
+
+
+def test_logging_configuration_cannot_silence_a_fail_closed_record(tmp_path):
+    sink = tmp_path / "audit.jsonl"
+    h = NotaryHandler(sink, Numbering())
+    audit = h.attach("test.silenced.audit")
+    logging.disable(logging.CRITICAL)
+    try:
+        audit.info({"n": 1})
+        logging.getLogger("test.silenced.audit").disabled = True  # what dictConfig does to loggers it does not name
+        audit.info({"n": 2})
+    finally:
+        logging.disable(logging.NOTSET)
+        logging.getLogger("test.silenced.audit").disabled = False
+    assert [(line, index) for line, _, index, _ in ledger(sink)] == [(1, 0), (2, 1)]
+    # dictConfig and fileConfig close every handler: the call raises rather than returning unrecorded.
+    # (disable_existing_loggers: False keeps the loggers of the tests that run after this one working.)
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    with pytest.raises(HandlerError, match="configure logging before creating the audit handler"):
+        audit.info({"n": 3})
+    assert sink.read_bytes().count(b"\n") == 2
+
+
+def test_a_handler_used_after_fork_raises_in_the_child(tmp_path):
+    sink = tmp_path / "audit.jsonl"
+    h = NotaryHandler(sink, Numbering(), mode="fail_open")
+    h.audit({"n": 1})
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker forked from a preloaded application
+        signal.alarm(10)  # a deadlock in the child ends it, and the test fails rather than hangs
+        try:
+            h.audit({"worker": 1})
+            os.write(wr, b"returned")
+        except HandlerError as exc:
+            os.write(wr, str(exc).encode())
+        h.close()  # logging.shutdown at the worker's exit: must not touch the parent's ledger
+        os._exit(0)
+    os.close(wr)
+    os.waitpid(pid, 0)
+    with os.fdopen(rd) as f:
+        child = f.read()
+    assert f"created in process {os.getpid()} before a fork" in child and "post_fork" in child
+    h.audit({"n": 2})
+    assert h.drain(5)
+    h.close()
+    assert sink.read_bytes() == b'{"n":1}\n{"n":2}\n'
+    assert [(line, digest, index) for line, digest, index, _ in ledger(sink)] == \
+        [(n, d, n - 1) for n, d in line_digests(sink)]
+
+
+def test_a_fail_open_call_does_not_wait_for_a_fail_closed_one(tmp_path):
+    h = NotaryHandler(tmp_path / "audit.jsonl", Numbering(delay=2.0))
+    payments, ui = h.attach("test.wait.payments"), h.attach("test.wait.ui", "fail_open")
+    t = threading.Thread(target=payments.info, args=({"pay": 1},))
+    t.start()
+    time.sleep(0.3)  # the fail-closed call now waits for the notary
+    started = time.monotonic()
+    ui.info({"click": 1})
+    waited = time.monotonic() - started
+    t.join()
+    h.close()
+    assert waited < 0.5
+
+
+def test_fail_closed_callers_wait_at_most_the_transport_timeout_however_many(tmp_path):
+    h = NotaryHandler(tmp_path / "audit.jsonl", TimesOut())
+    audit = h.attach("test.wait.concurrent")
+    waits = []
+
+    def call():
+        started = time.monotonic()
+        with pytest.raises(NotAcknowledgedError):
+            audit.info({"action": "x"})
+        waits.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    h.close()
+    assert len(waits) == 4 and max(waits) < 1.5, waits
+
+
+def test_drain_returns_at_its_timeout_while_a_submission_hangs(tmp_path):
+    h = NotaryHandler(tmp_path / "audit.jsonl", Numbering(delay=3.0), mode="fail_open")
+    h.audit({"n": 1})
+    started = time.monotonic()
+    assert not h.drain(timeout=0.5)
+    took = time.monotonic() - started
+    assert h.drain(timeout=5)
+    h.close()
+    assert took < 1.0
+
+
+def test_a_line_whose_caller_got_HandlerError_is_marked_refused_when_reconciled(tmp_path):
+    sink = tmp_path / "audit.jsonl"
+    h = NotaryHandler(sink, Numbering())
+    h.audit({"n": 1})
+    h._db.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(str(sink) + ".notary", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the ledger cannot be written (as with a full disk), after the sink was
+    with pytest.raises(HandlerError, match="failed to write a line"):
+        h.audit({"action": "todo.delete", "outcome": "success"})  # the caller is told: not recorded
+    other.execute("ROLLBACK")
+    other.close()
+    h.close()
+    again = NotaryHandler(sink, Numbering())
+    assert again.drain(5)
+    again.close()
+    assert [(line, refused) for line, _, _, refused in ledger(sink)] == [(1, 0), (2, 1)]
+
+
+@pytest.mark.parametrize("content", [b"first\r\nsecond\r\n", b"a\rb\nc\n"])
+def test_an_adopted_sink_is_split_into_lines_as_line_digests_splits_it(tmp_path, nowhere, content):
+    sink = tmp_path / "audit.jsonl"
+    sink.write_bytes(content)  # an existing log, without a ledger: every line spooled, none refused
+    NotaryHandler(sink, nowhere, mode="fail_open").close()
+    assert [(line, digest, refused) for line, digest, _, refused in ledger(sink)] == \
+        [(n, d, 0) for n, d in line_digests(sink)]
+
+
+def test_only_the_handlers_own_loggers_are_kept_out_of_the_sink(tmp_path):
+    sink = tmp_path / "audit.jsonl"
+    h = NotaryHandler(sink, Numbering())
+    h.attach("notary.clientportal.audit").info({"action": "x"})
+    h.attach("notary.client").info({"action": "dropped"})
+    h.attach("notary.client.handler").info({"action": "dropped"})
+    h.close()
+    assert sink.read_bytes() == b'{"action":"x"}\n'
+
+
+@pytest.mark.parametrize("rotate", ["create", "copytruncate"])
+def test_a_rotated_sink_is_refused(tmp_path, rotate):
+    sink, old = tmp_path / "audit.jsonl", tmp_path / "audit.jsonl.1"
+    h = NotaryHandler(sink, Numbering())
+    h.audit({"n": 1})
+    if rotate == "create":
+        sink.rename(old)
+        sink.touch()
+    else:
+        shutil.copy(sink, old)
+        os.truncate(sink, 0)
+    with pytest.raises(HandlerError, match="never rotate a sink"):
+        h.audit({"n": 2})
+    h.close()
+    assert old.read_bytes() == b'{"n":1}\n' and sink.read_bytes() == b""
+    with pytest.raises(HandlerError, match="or it was rotated"):
+        NotaryHandler(sink, Numbering())
+
+
+@pytest.mark.parametrize("value", [2**53, -(2**53), float("nan"), float("inf"), "\ud800", {"\udc80": 1}, b"x"])
+def test_a_value_rfc8785_cannot_represent_is_a_HandlerError(tmp_path, value):
+    sink = tmp_path / "audit.jsonl"
+    h = NotaryHandler(sink, Numbering(), mode="fail_open")
+    with pytest.raises(HandlerError, match="cannot be written as RFC 8785 JSON"):
+        h.attach("test.unrepresentable").info({"value": value})
+    h.audit({"n": 1})  # nothing was written: the handler goes on
+    h.close()
+    assert sink.read_bytes() == b'{"n":1}\n'

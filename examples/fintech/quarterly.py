@@ -14,7 +14,11 @@
 
 Exit status: the first failing step's (``notary evidence``'s or
 ``notary verify-pack``'s, docs/AUDITORS.md), 1 if the notary refused the
-manifest, 0 when all three steps passed. The systemd drop-in beside this file
+manifest, 75 (EX_TEMPFAIL) if the notary acknowledged the manifest but stopped
+before sealing it (it is durably in the log: its index is in
+``DIR.tlog-index``; do not run again, fetch the proof with
+``notary proof --index N -o DIR.tlog-proof`` once the notary is back), 0 when
+all three steps passed. The systemd drop-in beside this file
 runs it from the product's quarterly timer.
 """
 
@@ -26,8 +30,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from notary.client import ClientError, HttpClient, record_digest
+from notary.client import AcknowledgedNotSealedError, ClientError, HttpClient, record_digest
 from notary.evidence import Period
+
+EX_TEMPFAIL = 75  # sysexits.h: the manifest is in the log, its proof can be fetched later
 
 
 def pack_dir(out: str, period: Period) -> Path:
@@ -66,12 +72,21 @@ def main(argv: list[str] | None = None) -> int:
         return code
     manifest = (out / "SHA256SUMS").read_bytes()
     client = HttpClient(args.notary_url, args.token_file.read_text().strip())
+    receipt = out.with_name(out.name + ".tlog-proof")
     try:
         entry = client.submit([record_digest(manifest)], wait_sealed=True)[0]
+    except AcknowledgedNotSealedError as exc:
+        (index,) = exc.indices
+        pending = out.with_name(out.name + ".tlog-index")
+        pending.write_text(f"{index}\n")
+        print(f"the pack is verified and its manifest is log entry {index}, durably, but the notary stopped before "
+              f"sealing it ({pending}). Do not run this again (the manifest would be in the log twice): once the "
+              f"notary is back, fetch the proof with: notary proof --url {args.notary_url} --token-file "
+              f"{args.token_file} --index {index} -o {receipt}", file=sys.stderr)
+        return EX_TEMPFAIL
     except ClientError as exc:
         print(f"the pack is verified, but its manifest was not notarized: {exc}", file=sys.stderr)
         return 1
-    receipt = out.with_name(out.name + ".tlog-proof")
     receipt.write_text(entry["proof"])
     print(f"notarized: SHA-256 of {out / 'SHA256SUMS'} is log entry {entry['index']}; proof in {receipt}")
     return 0

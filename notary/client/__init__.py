@@ -6,7 +6,8 @@ working: the synchronous client lives in ``notary.client.sync``.
 
 from typing import Any
 
-from notary.client.sync import ClientError, HttpClient, UnixClient, line_digests, record_digest, submit_unix
+from notary.client.sync import (AcknowledgedNotSealedError, ClientError, HttpClient, UnixClient, line_digests,
+                               record_digest, submit_unix)
 
 # The asyncio client brings in aiohttp (a third of a second to import), and
 # only producers use the logging handler: both are loaded on first use, so
@@ -29,7 +30,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
-    "AsyncHttpClient", "ClientError", "HandlerError", "HttpClient", "NotAcknowledgedError", "NotaryHandler",
+    "AcknowledgedNotSealedError", "AsyncHttpClient", "ClientError", "HandlerError", "HttpClient", "NotAcknowledgedError", "NotaryHandler",
     "Receipt", "Transport", "UnixClient", "canonical_line", "line_digests", "record_digest", "submit_unix",
     "submit_unix_async",
 ]

@@ -1,20 +1,21 @@
 """The asyncio client: the same requests as ``notary.client.sync``, over aiohttp or the unix socket.
 
 Request encoding and answer decoding are the synchronous client's
-(``submit_request``, ``proof_path``, ``answer_body``, ``unix_indices``), so
+(``submit_request``, ``proof_path``, ``answer_body``, ``submit_answer``,
+``health_answer``, ``unix_indices``), so
 both clients read the notary's answers the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
 
-from notary.client.sync import ClientError, answer_body, proof_path, submit_request, unix_indices, unix_request
+from notary.client.sync import (ClientError, answer_body, health_answer, proof_path, submit_answer, submit_request,
+                                unix_indices, unix_request)
 
 
 class AsyncHttpClient:
@@ -56,7 +57,7 @@ class AsyncHttpClient:
 
     async def submit(self, digests: Sequence[bytes], *, wait_sealed: bool = False) -> list[dict]:
         path, body = submit_request(digests, wait_sealed)
-        return json.loads(answer_body(*await self._request("POST", path, body), "submit"))["entries"]
+        return submit_answer(*await self._request("POST", path, body))
 
     async def proof(self, *, digest: bytes | None = None, index: int | None = None, size: int | None = None) -> str:
         return answer_body(*await self._request("GET", proof_path(digest, index, size)), "proof").decode("utf-8")
@@ -65,8 +66,7 @@ class AsyncHttpClient:
         return answer_body(*await self._request("GET", "/checkpoint"), "checkpoint").decode("utf-8")
 
     async def healthz(self) -> tuple[int, dict]:
-        status, body = await self._request("GET", "/healthz")
-        return status, json.loads(body)
+        return health_answer(*await self._request("GET", "/healthz"))
 
     async def metrics(self) -> str:
         return answer_body(*await self._request("GET", "/metrics"), "metrics").decode("utf-8")

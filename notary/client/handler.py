@@ -12,11 +12,12 @@ line order, so the sink's lines appear in the log in the sink's order.
 
 Modes, chosen per logger name (``modes``, the longest matching prefix wins):
 - ``fail_closed``: ``emit`` returns only once the notary durably acknowledged
-  the line (and every spooled line before it); otherwise it raises
-  ``NotAcknowledgedError`` through ``logger.info(...)`` to the caller.
-- ``fail_open``: ``emit`` returns once the line is in the sink and the spool;
-  a background thread drains the spool when the notary answers, warning (and
-  counting, see ``metrics_text``) while it is not empty.
+  the line (and every spooled line before it), within ``wait`` seconds;
+  otherwise it raises ``NotAcknowledgedError`` through ``logger.info(...)``.
+- ``fail_open``: ``emit`` returns once the line is in the sink and the spool.
+Only the background thread submits: it drains the spool in line order when
+the notary answers, warning (and counting, see ``metrics_text``) while it is
+not empty; fail-closed callers and ``drain`` wait for it with a deadline.
 
 Properties proved against a real daemon in tests/daemon/test_producer_client.py.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import io
 import logging
 import os
 import sqlite3
@@ -38,12 +40,13 @@ from typing import Literal, Protocol
 import rfc8785
 
 from notary.audit_events import utc_millis
-from notary.client.sync import ClientError, record_digest
+from notary.client.sync import ClientError, line_record, record_digest
 from notary.errors import NotaryError
 
 Mode = Literal["fail_closed", "fail_open"]
 MODES: tuple[Mode, ...] = ("fail_closed", "fail_open")
 
+DEFAULT_WAIT = 60.0  # seconds a fail-closed call waits when the transport has no ``timeout`` of its own
 BATCH_LINES = 256  # lines per submission; must not exceed the daemon's limits.max_request_digests (default 10000)
 RETRY_FIRST = 0.5  # seconds before the first retry of a failed drain, doubled up to RETRY_MAX
 RETRY_MAX = 30.0
@@ -53,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 class HandlerError(NotaryError):
-    """The sink or its ledger cannot be used as they are."""
+    """The sink or its ledger cannot be used as they are, or a record cannot be written as a line."""
 
 
 class NotAcknowledgedError(ClientError):
@@ -82,8 +85,16 @@ class Receipt:
 
 
 def canonical_line(document: Mapping) -> bytes:
-    """RFC 8785 canonical JSON of the document: one line (JSON escapes every control character)."""
-    return rfc8785.dumps(document)
+    """RFC 8785 canonical JSON of the document: one line (JSON escapes every control character).
+
+    A value RFC 8785 cannot represent (an integer beyond ±(2**53 - 1), NaN or
+    an infinity, a lone surrogate, a non-JSON type) is a HandlerError.
+    """
+    try:
+        return rfc8785.dumps(document)
+    except (rfc8785.CanonicalizationError, UnicodeError) as exc:
+        raise HandlerError(f"the audit record cannot be written as RFC 8785 JSON: {type(exc).__name__}: {exc}") \
+            from None
 
 
 _LEDGER_SCHEMA = """
@@ -100,15 +111,43 @@ CREATE INDEX IF NOT EXISTS spool ON lines(line) WHERE entry_index IS NULL;
 """
 
 
+class AuditLogger(logging.Logger):
+    """The logger ``NotaryHandler.attach`` returns: every call on it is a record for its handler.
+
+    It is not registered with ``logging`` (``logging.getLogger(name)`` is
+    another object), so ``logging.config.dictConfig``/``fileConfig`` cannot
+    disable it or take its handler away, and it ignores ``logging.disable``
+    and levels: any of them would drop a fail-closed record, and the caller
+    would go on as if it had been notarized.
+    """
+
+    def __init__(self, name: str, handler: NotaryHandler):
+        super().__init__(name)
+        self.propagate = False  # audit records stay out of the application's logs; no other handler swallows them
+        self.addHandler(handler)
+
+    def isEnabledFor(self, level: int) -> bool:
+        return True
+
+    def handle(self, record: logging.LogRecord) -> None:
+        if self.filter(record):  # only filters added to this logger on purpose; never ``disabled``
+            self.callHandlers(record)
+
+
 class NotaryHandler(logging.Handler):
     """``NotaryHandler(sink, transport, mode="fail_closed", modes={"app.ui": "fail_open"})``.
 
     A record whose ``msg`` is a mapping (an event from ``notary.audit_events``)
     is written as that mapping; any other record as ``{"level", "logger",
-    "message", "time"}``. Attach it to the audit loggers with ``attach``, never
+    "message", "time"}``. Log through the loggers ``attach`` returns, never
     behind a ``QueueHandler``: a queue returns before the notary answered,
     which defeats fail-closed. It has no level of its own: a level would drop
-    records silently.
+    records silently. Create it in the process that uses it: a handler used
+    after a fork raises HandlerError (its threads, locks and ledger connection
+    do not survive a fork).
+
+    ``wait``: how long a fail-closed call waits for its acknowledgement, the
+    transport's ``timeout`` (``DEFAULT_WAIT`` if it has none).
     """
 
     def __init__(self, sink: Path | str, transport: Transport, *, mode: Mode = "fail_closed",
@@ -116,28 +155,35 @@ class NotaryHandler(logging.Handler):
         super().__init__()
         for m in [mode, *(modes or {}).values()]:
             _check_mode(m)
-        self.sink = Path(sink)
+        self.sink = Path(sink).absolute()  # _check_sink_unchanged looks it up again, whatever the cwd then
         self.transport = transport
         self.mode = mode
         self.modes = dict(modes or {})
-        # Our own warnings go to notary.client.*: never write them into the sink they are about.
-        self.addFilter(lambda record: not record.name.startswith("notary.client"))
+        self.wait = float(getattr(transport, "timeout", DEFAULT_WAIT))
+        self.addFilter(_not_our_own)
         self.acknowledged_total = 0
         self.submit_failures_total = 0
-        self._db_lock = threading.Lock()  # the ledger connection, shared by callers and the drainer
-        self._submit_lock = threading.Lock()  # one submission at a time keeps the log in sink order
+        self._pid = os.getpid()  # a fork copies the handler but not its drainer thread: see _check_process
+        self._db_lock = threading.Lock()  # the sink's end and the ledger connection, shared by callers and the drainer
+        # Only the drainer submits (one submission at a time keeps the log in sink order); callers waiting
+        # for it are woken through _progress after every batch and every failed attempt.
+        self._progress = threading.Condition()
+        self._attempts = 0  # submission attempts the drainer started
+        self._failed = (0, "")  # the number of the last failed attempt, and why it failed
         self._wake = threading.Event()  # a line was spooled
+        self._hurry = threading.Event()  # a caller waits for the spool: retry now rather than backing off
         self._stop = threading.Event()
         self._closing = False
         self._broken: str | None = None  # why no more lines can be written, after a failed write
         self._last_warning = 0.0
-        self._attached: list[logging.Logger] = []
-        self._db = sqlite3.connect(str(self.sink) + ".notary", check_same_thread=False, isolation_level=None)
+        ledger = Path(str(self.sink) + ".notary")
+        adopting = not ledger.exists()  # an existing sink without a ledger: its lines were written by others
+        self._db = sqlite3.connect(str(ledger), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_LEDGER_SCHEMA)
         try:
-            self._file = self._open_sink()
+            self._file, self._end = self._open_sink(adopting)
         except BaseException:
             self._db.close()
             raise
@@ -147,13 +193,16 @@ class NotaryHandler(logging.Handler):
 
     # -- the sink and its ledger -------------------------------------------------
 
-    def _open_sink(self):
-        """Open the sink for appending after reconciling it with the ledger.
+    def _open_sink(self, adopting: bool):
+        """Open the sink for appending after reconciling it with the ledger; return (file, end offset).
 
-        Lines written but not yet in the ledger (a crash between the two
-        writes) are added to the spool; a torn last line (a crash inside the
-        write; no caller was ever answered for it) is cut off. A sink shorter
-        than the ledger, or whose last recorded line changed, is refused.
+        Lines written but not yet in the ledger join the spool. Their callers
+        were never told they were recorded (a crash between the two writes,
+        or a failed ledger write that raised HandlerError), so their rows are
+        marked ``refused_to_caller``, unless the ledger is new and the lines
+        were there before it. A torn last line (a crash inside the write; no
+        caller was ever answered for it) is cut off. A sink shorter than the
+        ledger, or whose last recorded line changed, is refused.
         """
         last = self._db.execute("SELECT line, end_offset, digest FROM lines ORDER BY line DESC LIMIT 1").fetchone()
         line, end, digest = last or (0, 0, None)
@@ -169,8 +218,8 @@ class NotaryHandler(logging.Handler):
         size = os.fstat(f.fileno()).st_size
         if size < end:
             f.close()
-            raise HandlerError(f"sink {self.sink} has {size} bytes but its ledger records {end}: "
-                               "lines were removed from the audit log")
+            raise HandlerError(f"sink {self.sink} has {size} bytes but its ledger records {end}: lines were "
+                               "removed from the audit log, or it was rotated (never rotate a sink)")
         if digest is not None:
             start = self._db.execute("SELECT end_offset FROM lines WHERE line = ?", (line - 1,)).fetchone()
             f.seek(start[0] if start else 0)
@@ -188,17 +237,17 @@ class NotaryHandler(logging.Handler):
             f.truncate(end + len(complete))
             os.fsync(f.fileno())
         rows = []
-        for raw in complete.splitlines(keepends=True):
+        for raw in io.BytesIO(complete):  # lines split as line_digests splits them, so that verify-log agrees
             end += len(raw)
             line += 1
-            rows.append((line, end, record_digest(raw[:-1]), time.time()))
+            rows.append((line, end, record_digest(line_record(raw)), time.time(), 0 if adopting else 1))
         if rows:
             with self._db_lock:
-                self._db.executemany("INSERT INTO lines (line, end_offset, digest, written_at) VALUES (?, ?, ?, ?)",
-                                     rows)
+                self._db.executemany("INSERT INTO lines (line, end_offset, digest, written_at, refused_to_caller) "
+                                     "VALUES (?, ?, ?, ?, ?)", rows)
         if created:
             _fsync_dir(self.sink.parent)
-        return f
+        return f, end
 
     def _append(self, document: Mapping) -> tuple[int, bytes]:
         """Write one line to the sink (fsync) and its row to the ledger; return (line number, digest)."""
@@ -208,6 +257,7 @@ class NotaryHandler(logging.Handler):
             if self._broken:
                 raise HandlerError(self._broken)
             try:
+                self._check_sink_unchanged()
                 self._file.write(data + b"\n")
                 self._file.flush()
                 os.fsync(self._file.fileno())
@@ -215,7 +265,8 @@ class NotaryHandler(logging.Handler):
                 (line,) = self._db.execute("SELECT coalesce(max(line), 0) + 1 FROM lines").fetchone()
                 self._db.execute("INSERT INTO lines (line, end_offset, digest, written_at) VALUES (?, ?, ?, ?)",
                                  (line, end, digest, time.time()))
-            except (OSError, sqlite3.Error) as exc:
+                self._end = end
+            except (OSError, sqlite3.Error, HandlerError) as exc:
                 # The sink may now hold a (torn) line the ledger lacks; only the reconciliation at start
                 # puts them back in step, so refuse every later line until the handler is reopened.
                 self._broken = (f"the audit handler of {self.sink} failed to write a line ({exc}); "
@@ -223,52 +274,106 @@ class NotaryHandler(logging.Handler):
                 raise HandlerError(self._broken) from exc
         return line, digest
 
-    # -- submitting -------------------------------------------------------------
+    def _check_sink_unchanged(self) -> None:
+        """Refuse a sink renamed, replaced, truncated or appended to by another writer (logrotate, for one).
 
-    def _submit_spooled(self, until: int | None = None) -> None:
-        """Submit spooled lines in line order, in batches, until none is left (or line ``until`` is in).
+        Lines written after that would get ledger rows whose line numbers and
+        offsets are not the sink's.
+        """
+        opened = os.fstat(self._file.fileno())
+        try:
+            named = os.stat(self.sink).st_ino
+        except FileNotFoundError:
+            named = None
+        if named != opened.st_ino:
+            raise HandlerError(f"sink {self.sink} was renamed or replaced since the handler opened it "
+                               "(rotated?); never rotate a sink")
+        if opened.st_size != self._end:
+            raise HandlerError(f"sink {self.sink} has {opened.st_size} bytes, the handler wrote {self._end}: "
+                               "it was truncated or written by something else (rotated with copytruncate?); "
+                               "never rotate a sink")
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise HandlerError(f"the audit handler of {self.sink} was created in process {self._pid} before a "
+                               f"fork, and used in process {os.getpid()}: create the handler in each worker "
+                               "after the fork (gunicorn: in the post_fork hook, or without --preload)")
+
+    # -- submitting (the drainer thread only) ---------------------------------------
+
+    def _submit_spooled(self) -> None:
+        """Submit spooled lines in line order, in batches, until none is left (or the handler closes).
 
         Raises ClientError when the notary does not acknowledge a batch.
         """
-        with self._submit_lock:
-            while True:
-                with self._db_lock:
-                    rows = self._db.execute("SELECT line, digest FROM lines WHERE entry_index IS NULL "
-                                            "ORDER BY line LIMIT ?", (BATCH_LINES,)).fetchall()
-                if not rows or (until is not None and rows[0][0] > until):
-                    return
-                try:
-                    indices = self.transport.submit_indices([d for _, d in rows])
-                    if len(indices) != len(rows):
-                        raise ClientError(f"the notary answered {len(indices)} indices for {len(rows)} digests")
-                except Exception as exc:
-                    # Whatever went wrong, the lines are not acknowledged: one error type for the callers.
-                    self.submit_failures_total += 1
-                    if isinstance(exc, ClientError):
-                        raise
-                    raise ClientError(f"submitting through {type(self.transport).__name__} failed: "
-                                      f"{type(exc).__name__}: {exc}") from exc
-                now = time.time()
-                with self._db_lock:
-                    self._db.execute("BEGIN")
-                    self._db.executemany("UPDATE lines SET entry_index = ?, acknowledged_at = ? WHERE line = ?",
-                                         [(i, now, line) for i, (line, _) in zip(indices, rows)])
-                    self._db.execute("COMMIT")
-                self.acknowledged_total += len(rows)
+        while not self._stop.is_set():
+            with self._db_lock:
+                rows = self._db.execute("SELECT line, digest FROM lines WHERE entry_index IS NULL "
+                                        "ORDER BY line LIMIT ?", (BATCH_LINES,)).fetchall()
+            if not rows:
+                return
+            try:
+                indices = self.transport.submit_indices([d for _, d in rows])
+                if len(indices) != len(rows):
+                    raise ClientError(f"the notary answered {len(indices)} indices for {len(rows)} digests")
+            except Exception as exc:
+                # Whatever went wrong, the lines are not acknowledged: one error type for the callers.
+                self.submit_failures_total += 1
+                if isinstance(exc, ClientError):
+                    raise
+                raise ClientError(f"submitting through {type(self.transport).__name__} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            now = time.time()
+            with self._db_lock:
+                self._db.execute("BEGIN")
+                self._db.executemany("UPDATE lines SET entry_index = ?, acknowledged_at = ? WHERE line = ?",
+                                     [(i, now, line) for i, (line, _) in zip(indices, rows)])
+                self._db.execute("COMMIT")
+            self.acknowledged_total += len(rows)
+            with self._progress:
+                self._progress.notify_all()
 
     def _drain_forever(self) -> None:
         delay = RETRY_FIRST
         while not self._stop.is_set():
             self._wake.clear()  # before submitting: a line spooled meanwhile wakes the next wait at once
+            self._hurry.clear()
+            with self._progress:
+                self._attempts += 1
+                attempt = self._attempts
             try:
                 self._submit_spooled()
             except Exception as exc:  # the thread must outlive any failure, or the spool would sit unnoticed
+                with self._progress:
+                    self._failed = (attempt, str(exc))
+                    self._progress.notify_all()
                 self._warn_spooled(str(exc))
-                self._stop.wait(delay)  # back off; new lines do not hurry a notary that is away
+                # Back off: new fail-open lines do not hurry a notary that is away, a waiting caller does,
+                # but never to more than one attempt per RETRY_FIRST.
+                failed_at = time.monotonic()
+                self._hurry.wait(delay)
+                self._stop.wait(failed_at + RETRY_FIRST - time.monotonic())
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_FIRST
+            with self._progress:
+                self._progress.notify_all()  # the spool was empty: drain() may be waiting for that
             self._wake.wait()
+
+    def _wait_for_progress(self, done, deadline: float | None) -> bool:
+        """Wait until ``done()`` is true (True) or ``deadline`` (time.monotonic) passed (False).
+
+        ``done`` is evaluated under ``_progress`` after every batch and every failed attempt.
+        """
+        with self._progress:
+            while not done():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (remaining is not None and remaining <= 0) or self._stop.is_set():
+                    return False
+                self._hurry.set()
+                self._wake.set()
+                self._progress.wait(remaining)
+            return True
 
     def _warn_spooled(self, cause: str) -> None:
         now = time.monotonic()
@@ -279,23 +384,17 @@ class NotaryHandler(logging.Handler):
 
     # -- the public interface ---------------------------------------------------
 
-    def attach(self, logger: logging.Logger | str, mode: Mode | None = None) -> logging.Logger:
-        """Make ``logger`` an audit logger of this handler: every call on it is a record.
+    def attach(self, logger: logging.Logger | str, mode: Mode | None = None) -> AuditLogger:
+        """The audit logger ``logger`` (a name) of this handler: every call on it is a record.
 
-        Sets its mode (default: the handler's), adds the handler, lets every
-        level through (a level filter would drop a record silently, before any
-        handler sees it) and stops propagation, so audit records stay out of
-        the application's logs and its handlers cannot swallow the exception.
+        Sets its mode (default: the handler's). Keep and use the returned
+        logger: ``logging.getLogger(name)`` is logging's own logger of that
+        name, not an audit logger, and logging's configuration can silence it.
         """
-        logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+        name = logger if isinstance(logger, str) else logger.name
         if mode is not None:
-            self.modes[logger.name] = _check_mode(mode)
-        logger.setLevel(logging.DEBUG)
-        logger.propagate = False
-        if self not in logger.handlers:
-            logger.addHandler(self)
-            self._attached.append(logger)
-        return logger
+            self.modes[name] = _check_mode(mode)
+        return AuditLogger(name, self)
 
     def mode_for(self, logger_name: str) -> Mode:
         """The mode of the longest ``modes`` key that is ``logger_name`` or one of its ancestors."""
@@ -309,31 +408,53 @@ class NotaryHandler(logging.Handler):
         """Write ``document`` as one line and notarize it; the call path ``emit`` uses.
 
         fail-closed: returns the receipt with its index, or raises
-        NotAcknowledgedError. fail-open: returns with ``index=None`` once the
-        line is spooled.
+        NotAcknowledgedError once a submission including the line failed or
+        ``wait`` seconds passed. fail-open: returns with ``index=None`` once
+        the line is spooled.
         """
         mode = _check_mode(mode or self.mode)
+        self._check_process()
         if self._closing:
-            raise HandlerError(f"the audit handler of {self.sink} is closed")
+            raise HandlerError(f"the audit handler of {self.sink} is closed (logging.config.dictConfig and fileConfig "
+                               "close every handler: configure logging before creating the audit handler)")
         line, digest = self._append(document)
         if mode == "fail_open":
             self._wake.set()
             return Receipt(line, digest, None)
-        try:
-            self._submit_spooled(until=line)
-        except ClientError as exc:
+        deadline = time.monotonic() + self.wait
+        with self._progress:
+            start = self._attempts  # an attempt started later read the spool after this line was in it
+
+        def settled() -> bool:
+            return self.index_of(line) is not None or self._failed[0] > start
+
+        self._wait_for_progress(settled, deadline)
+        if self.index_of(line) is None:
             with self._db_lock:
                 self._db.execute("UPDATE lines SET refused_to_caller = 1 WHERE line = ?", (line,))
-            self._wake.set()  # the drainer submits it once the notary is back, keeping the sink verifiable
-            raise NotAcknowledgedError(self.sink, line, str(exc)) from None
+            attempt, cause = self._failed
+            if attempt <= start:
+                cause = "the handler was closed" if self._stop.is_set() else f"no answer within {self.wait:g} s"
+            raise NotAcknowledgedError(self.sink, line, cause)
         return Receipt(line, digest, self.index_of(line))
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """``logging.Handler.handle`` without the handler's lock.
+
+        ``_append`` orders the lines itself; the lock would make every call,
+        fail-open ones too, wait while a fail-closed one waits for the notary.
+        """
+        passed = self.filter(record)
+        if passed:
+            self.emit(record)
+        return passed
 
     def emit(self, record: logging.LogRecord) -> None:
         """Unlike most handlers, lets NotAcknowledgedError propagate to the logging call.
 
-        ``logging.Handler.handle`` does not catch what ``emit`` raises; only
-        handlers that call ``handleError`` themselves swallow errors, and this
-        one never does, so ``logging.raiseExceptions`` has no effect here.
+        ``handle`` does not catch what ``emit`` raises; only handlers that
+        call ``handleError`` themselves swallow errors, and this one never
+        does, so ``logging.raiseExceptions`` has no effect here.
         """
         if isinstance(record.msg, Mapping):
             document = record.msg
@@ -344,6 +465,7 @@ class NotaryHandler(logging.Handler):
 
     def index_of(self, line: int) -> int | None:
         """The log index acknowledged for a sink line, or None while it is spooled."""
+        self._check_process()
         with self._db_lock:
             row = self._db.execute("SELECT entry_index FROM lines WHERE line = ?", (line,)).fetchone()
         if row is None:
@@ -353,23 +475,23 @@ class NotaryHandler(logging.Handler):
     @property
     def spool_depth(self) -> int:
         """Lines written to the sink and not yet acknowledged by the notary."""
+        self._check_process()
         with self._db_lock:
             return self._db.execute("SELECT count(*) FROM lines WHERE entry_index IS NULL").fetchone()[0]
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Submit the spool from this thread until it is empty (True) or ``timeout`` seconds passed (False)."""
+        """Wait until the spool is empty (True) or ``timeout`` seconds passed (False), whatever the notary does.
+
+        The background thread submits; while someone drains it retries
+        every RETRY_FIRST seconds instead of backing off.
+        """
+        self._check_process()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                self._submit_spooled()
-                return True
-            except ClientError:
-                if deadline is not None and time.monotonic() + RETRY_FIRST >= deadline:
-                    return False
-                time.sleep(RETRY_FIRST)
+        return self._wait_for_progress(lambda: self.spool_depth == 0, deadline)
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the spool, to append to the application's /metrics."""
+        self._check_process()
         with self._db_lock:
             depth, oldest = self._db.execute(
                 "SELECT count(*), min(written_at) FROM lines WHERE entry_index IS NULL").fetchone()
@@ -383,18 +505,28 @@ class NotaryHandler(logging.Handler):
         ])
 
     def close(self) -> None:
-        """Detach, stop the drainer; what is still spooled stays on disk for the next start."""
-        for logger in self._attached:
-            logger.removeHandler(self)
-        if not self._closing:
+        """Stop the drainer; later records raise HandlerError. What is still spooled stays for the next start.
+
+        In a forked child it does nothing: closing the parent's ledger
+        connection there could checkpoint and remove the parent's WAL.
+        """
+        if not self._closing and os.getpid() == self._pid:
             self._closing = True
             self._stop.set()
             self._wake.set()
+            self._hurry.set()
+            with self._progress:
+                self._progress.notify_all()
             self._drainer.join()
             with self._db_lock:
                 self._file.close()
                 self._db.close()
         super().close()
+
+
+def _not_our_own(record: logging.LogRecord) -> bool:
+    """Our own warnings go to notary.client.*: never write them into the sink they are about."""
+    return record.name != "notary.client" and not record.name.startswith("notary.client.")
 
 
 def _check_mode(mode: str) -> Mode:

@@ -9,6 +9,7 @@ encoding and the answer decoding here are shared with ``notary.client.aio``.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import socket
 import urllib.error
@@ -24,6 +25,19 @@ class ClientError(NotaryError):
     """The notary refused a request or could not be reached."""
 
 
+class AcknowledgedNotSealedError(ClientError):
+    """``?wait=sealed``: the notary acknowledged the entries, durably, but stopped before they were anchored.
+
+    ``indices`` are their log indices, in the order of the digests. Do not
+    submit them again (they would be in the log twice): fetch their proofs by
+    index once the notary is back (docs/OPERATIONS.md, SIGTERM).
+    """
+
+    def __init__(self, message: str, indices: list[int]):
+        self.indices = indices
+        super().__init__(message)
+
+
 def record_digest(record: bytes) -> bytes:
     return hashlib.sha256(record).digest()
 
@@ -35,10 +49,15 @@ def line_digests(path: Path) -> Iterator[tuple[int, bytes]]:
     "\\r\\n"). Empty lines are records too, so that deleting one shows.
     """
     with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if line.endswith(b"\n"):
-                line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-            yield number, record_digest(line)
+        for number, line in enumerate(f, 1):  # a binary file splits on "\n" only: a lone "\r" is in a record
+            yield number, record_digest(line_record(line))
+
+
+def line_record(line: bytes) -> bytes:
+    """The record one line holds: its bytes without the terminator ("\\n", or "\\r\\n"), if it has one."""
+    if line.endswith(b"\n"):
+        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+    return line
 
 
 def submit_request(digests: Sequence[bytes], wait_sealed: bool) -> tuple[str, bytes]:
@@ -65,6 +84,46 @@ def answer_body(status: int, body: bytes, what: str) -> bytes:
     except (ValueError, KeyError, TypeError):
         message = body[:200].decode("utf-8", "replace")
     raise ClientError(f"{what}: HTTP {status}: {message}")
+
+
+def json_answer(body: bytes, what: str) -> dict:
+    """The JSON object of a notary's answer; anything else (a proxy's HTML page, another service) is a ClientError."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ClientError(f"{what}: the answer is not the notary's JSON, is the URL the notary's? "
+                          f"It begins {body[:80]!r}")
+    return parsed
+
+
+def submit_answer(status: int, body: bytes) -> list[dict]:
+    """The entries of a ``POST /v1/entries`` answer: ``[{"index": N, ...}, ...]``.
+
+    A 503 that lists entries (``?wait=sealed`` and the notary stopping) is an
+    AcknowledgedNotSealedError carrying their indices.
+    """
+    if status == 503:
+        try:
+            parsed = json.loads(body)
+            indices = [e["index"] for e in parsed["entries"]]
+            message = parsed["error"]
+        except (ValueError, KeyError, TypeError):
+            pass  # an ordinary 503 (back-pressure): answer_body says it
+        else:
+            if all(isinstance(i, int) for i in indices):
+                raise AcknowledgedNotSealedError(f"submit: HTTP 503: {message}", indices)
+    entries = json_answer(answer_body(status, body, "submit"), "submit").get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("index"), int)
+                                                for e in entries):
+        raise ClientError(f"submit: the answer's entries are not a list of indices: {body[:80]!r}")
+    return entries
+
+
+def health_answer(status: int, body: bytes) -> tuple[int, dict]:
+    """``GET /healthz``: (status, its JSON), whatever the status; not the notary's JSON is a ClientError."""
+    return status, json_answer(body, f"healthz: HTTP {status}")
 
 
 def unix_request(digests: Sequence[bytes]) -> bytes:
@@ -100,10 +159,15 @@ class HttpClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"notary at {self.url} cannot be reached: {reason}") from None
+        except http.client.HTTPException as exc:  # something answered, but not in HTTP (a wrong port)
+            raise ClientError(f"notary at {self.url} did not answer in HTTP: {type(exc).__name__} "
+                              f"{str(exc)[:80]!r}") from None
+        except ValueError as exc:  # urllib's word for a URL it cannot use
+            raise ClientError(f"notary URL {self.url!r}: {exc}") from None
 
     def submit(self, digests: Sequence[bytes], *, wait_sealed: bool = False) -> list[dict]:
         path, body = submit_request(digests, wait_sealed)
-        return json.loads(answer_body(*self._request("POST", path, body), "submit"))["entries"]
+        return submit_answer(*self._request("POST", path, body))
 
     def submit_indices(self, digests: Sequence[bytes]) -> list[int]:
         """Submit and return only the indices, in order (the handler's transport interface)."""
@@ -119,7 +183,7 @@ class HttpClient:
         """``{"anchored_size": N, "indices": [[index, ...] per digest]}``."""
         _, body = submit_request(digests, wait_sealed=False)  # the same {"digests": [...]} body
         path = "/v1/lookup" + _query(source=source)
-        return json.loads(answer_body(*self._request("POST", path, body), "lookup"))
+        return json_answer(answer_body(*self._request("POST", path, body), "lookup"), "lookup")
 
     def anchored_size(self) -> int:
         """The tree size of the latest anchored seal (0: none yet), as ``POST /v1/lookup`` reports it."""
@@ -132,15 +196,14 @@ class HttpClient:
 
     def range_proof(self, start: int, end: int, size: int | None = None) -> dict:
         path = "/v1/range-proof" + _query(**{"from": start, "to": end, "size": size})
-        return json.loads(answer_body(*self._request("GET", path), "range proof"))
+        return json_answer(answer_body(*self._request("GET", path), "range proof"), "range proof")
 
     def seal(self, size: int) -> dict:
         """``GET /v1/seals/<size>``: ``{"seal": <the seal JSON, parsed>, "s3": <where it is locked>}``."""
-        return json.loads(answer_body(*self._request("GET", f"/v1/seals/{size}"), f"seal {size}"))
+        return json_answer(answer_body(*self._request("GET", f"/v1/seals/{size}"), f"seal {size}"), f"seal {size}")
 
     def healthz(self) -> tuple[int, dict]:
-        status, body = self._request("GET", "/healthz")
-        return status, json.loads(body)
+        return health_answer(*self._request("GET", "/healthz"))
 
     def metrics(self) -> str:
         return answer_body(*self._request("GET", "/metrics"), "metrics").decode("utf-8")
