@@ -3,7 +3,8 @@
 Ingest (``Authorization: Bearer <token>``):
     POST /v1/entries        {"digests": ["<64 hex>", ...]} -> {"entries": [{"index": N}, ...]}
                             ?wait=sealed: answer once the entries are sealed and anchored,
-                            with their tlog-proofs
+                            with their tlog-proofs (202 with the indices alone if that takes
+                            longer than limits.wait_sealed_timeout)
 Auditors (no token):
     GET /checkpoint                         latest signed checkpoint (C2SP text)
     GET /v1/proof?digest=<hex>|index=N[&size=N]   c2sp.org/tlog-proof@v1 text
@@ -138,6 +139,12 @@ def build_app(notary: Notary) -> web.Application:
             if reason is not None:
                 notary.metrics.inc("notary_ingest_rejected_total", reason=reason)
             return _error(status, message)
+        wait = request.query.get("wait") == "sealed"
+        if wait and notary.sealed_waiters >= cfg.limits.max_sealed_waiters:  # refused before anything is appended
+            notary.metrics.inc("notary_ingest_rejected_total", reason="waiters")
+            return _error(503, f"{notary.sealed_waiters} ?wait=sealed requests are waiting for their seals (limit "
+                               f"{cfg.limits.max_sealed_waiters}); nothing was appended: retry later, or submit "
+                               "without wait=sealed and fetch the proofs by index once sealed", **retry_sealing)
         try:
             first = await notary.submit(entries)
         except RetryLater as exc:  # over the bounds, or the store failed to commit: nothing was appended
@@ -148,17 +155,24 @@ def build_app(notary: Notary) -> web.Application:
         except CommitUnknown as exc:  # neither "appended" nor "retry": the producer must look before resending
             return _error(500, str(exc))
         count = entries.count
-        if request.query.get("wait") == "sealed":
+        if wait:
             indices = range(first, first + count)
+            notary.sealed_waiters += 1
             try:
-                await notary.wait_anchored(indices[-1])
+                await notary.wait_anchored(indices[-1], cfg.limits.wait_sealed_timeout)
+                proofs = await notary.tlog_proofs(indices)
             except NotAnchoredBeforeStop as exc:
                 # Acknowledged all the same: the indices say so, and a retry would append them twice.
                 return web.json_response({"error": f"{exc}; do not submit again: fetch the proofs by index later",
                                           "entries": [{"index": i} for i in indices]},
                                          status=503, headers={"Retry-After": "5"})
-            proofs = [(await notary.tlog_proof(i)).format() for i in indices]
-            return web.json_response({"entries": [{"index": i, "proof": p} for i, p in zip(indices, proofs)]})
+            except NotAnchoredInTime as exc:
+                # 202, not 503: nothing is wrong with the request, and it must not be sent again.
+                return web.json_response({"error": f"{exc}; do not submit again: fetch the proofs by index later",
+                                          "entries": [{"index": i} for i in indices]}, status=202)
+            finally:
+                notary.sealed_waiters -= 1
+            return web.json_response({"entries": [{"index": i, "proof": p.format()} for i, p in zip(indices, proofs)]})
         # The hot path's answer, written directly: json.dumps of 1000 small
         # objects costs about 0.7 ms, one %-format of them about 0.1 (the
         # same JSON, compact; the tests parse it).
@@ -298,3 +312,7 @@ class NotYetSealed(NotaryError):
 
 class NotAnchoredBeforeStop(NotaryError):
     """The daemon stopped (its drain timeout passed) before the entries waited for were anchored."""
+
+
+class NotAnchoredInTime(NotaryError):
+    """``limits.wait_sealed_timeout`` passed before the entries waited for were anchored (they are durable)."""

@@ -31,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _connection_options(p)
     p.add_argument("--socket", type=Path, help="submit over this unix socket instead of HTTP")
     p.add_argument("--digest", action="append", default=[], metavar="HEX", help="a SHA-256 digest (repeatable)")
-    p.add_argument("--wait-sealed", action="store_true", help="HTTP: return once sealed and anchored, with proofs")
+    p.add_argument("--wait-sealed", action="store_true",
+                   help="HTTP: return once the records are sealed and anchored (with --proof-dir, keep their proofs)")
+    p.add_argument("--proof-dir", type=Path, metavar="DIR",
+                   help="with --wait-sealed: write each record's tlog-proof to DIR/<index>.tlog-proof")
     p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="log files: one line = one record")
     p.set_defaults(handler=_submit)
 
@@ -133,6 +136,13 @@ def _submit(args: argparse.Namespace) -> int:
             raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not digests:
         raise ClientError("nothing to submit: give --digest HEX or log files")
+    if args.proof_dir is not None:
+        if not args.wait_sealed or args.socket is not None:
+            raise ClientError("--proof-dir needs --wait-sealed over HTTP: the proofs exist once the records are sealed")
+        try:
+            args.proof_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClientError(f"cannot use --proof-dir {args.proof_dir}: {exc.strerror or exc}") from None
     if args.socket is not None:
         indices = submit_unix(args.socket, digests)
         answers = [{"index": i} for i in indices]
@@ -144,19 +154,39 @@ def _submit(args: argparse.Namespace) -> int:
                 answers += client.submit(digests[start : start + 10_000], wait_sealed=args.wait_sealed)
             except AcknowledgedNotSealedError as exc:
                 # Durable, but not sealed: say which, so that nobody submits them a second time.
-                for label, answer in zip(labels, answers):
-                    print(f"{label}\tindex {answer['index']}")
+                _print_answers(labels, answers, args.proof_dir)
                 for label, index in zip(labels[len(answers):], exc.indices):
                     print(f"{label}\tindex {index}\t(acknowledged, not sealed)")
                 unsent = len(digests) - len(answers) - len(exc.indices)
                 raise ClientError(
-                    f"the notary stopped before sealing {len(exc.indices)} acknowledged records (listed above "
-                    "\"acknowledged, not sealed\"): they are durably in the log, do not submit them again; fetch "
-                    "their proofs once it is back, with notary proof --index N"
+                    f"{len(exc.indices)} acknowledged records were not sealed and anchored in time ({exc}); they "
+                    "are listed above as \"acknowledged, not sealed\": they are durably in the log, do not submit "
+                    "them again; fetch their proofs later with notary proof --index N"
                     + (f"; the last {unsent} records were not submitted" if unsent else "")) from None
-    for label, answer in zip(labels, answers):
-        print(f"{label}\tindex {answer['index']}")
+    if _print_answers(labels, answers, args.proof_dir):
+        raise ClientError("some proofs were not written (see above); the records are in the log: fetch their "
+                          "proofs with notary proof --index N")
     return 0
+
+
+def _print_answers(labels: list[str], answers: list[dict], proof_dir: Path | None) -> int:
+    """Print each record's index (and write its proof into ``proof_dir``); return how many proofs were not written."""
+    unwritten = 0
+    for label, answer in zip(labels, answers):
+        line = f"{label}\tindex {answer['index']}"
+        if proof_dir is not None:
+            proof = answer.get("proof")
+            path = proof_dir / f"{answer['index']}.tlog-proof"
+            try:
+                if not isinstance(proof, str):
+                    raise ValueError("the notary's answer carries no proof for it")
+                path.write_text(proof, encoding="utf-8")
+                line += f"\tproof {path}"
+            except (OSError, ValueError) as exc:
+                unwritten += 1
+                line += f"\tproof not written: {getattr(exc, 'strerror', None) or exc}"
+        print(line)
+    return unwritten
 
 
 def _proof(args: argparse.Namespace) -> int:

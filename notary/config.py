@@ -60,6 +60,8 @@ class Limits:
     max_pending_entries: int  # submitted but not yet durable
     max_unanchored_seals: int  # sealed but not yet timestamped and published
     anchor_overdue: float  # seconds a pending seal may wait before /healthz fails
+    max_sealed_waiters: int = 1_000  # ?wait=sealed requests waiting at once
+    wait_sealed_timeout: float = 30.0  # seconds a ?wait=sealed request waits for its seal to be anchored
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,9 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
         max_pending_entries=lim.get("max_pending_entries", int, 200_000, **positive),
         max_unanchored_seals=lim.get("max_unanchored_seals", int, 1_000, **positive),
         anchor_overdue=float(lim.get("anchor_overdue", (int, float), 300, check=lambda v: v > 0, must="must be seconds > 0")),
+        max_sealed_waiters=lim.get("max_sealed_waiters", int, 1_000, **positive),
+        wait_sealed_timeout=float(lim.get("wait_sealed_timeout", (int, float), 30, check=lambda v: 0 < v <= 3600,
+                                          must="must be seconds > 0 and at most 3600")),
     )
     lim.done()
     if limits.max_request_digests > limits.max_pending_entries:

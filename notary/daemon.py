@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from notary import systemd
-from notary.api import NotAnchoredBeforeStop, NotYetSealed, build_app
+from notary.api import NotAnchoredBeforeStop, NotAnchoredInTime, NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
 from notary.config import Config, load_config
 from notary.entry import EntryRun, encode_run
@@ -64,6 +64,7 @@ class Notary:
         self._drain_deadline: float | None = None
         self._drained = False
         self.tasks: list[asyncio.Task] = []
+        self.sealed_waiters = 0  # ?wait=sealed requests between their acknowledgement and their answer
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -145,16 +146,29 @@ class Notary:
     async def find_all(self, digests: Sequence[bytes]) -> list[list[int]]:
         return await self.finder.find_all(digests)
 
-    async def wait_anchored(self, index: int) -> None:
-        """Until an anchored seal covers entry ``index``; ``NotAnchoredBeforeStop`` if the daemon stops first."""
+    async def wait_anchored(self, index: int, timeout: float | None = None) -> None:
+        """Until an anchored seal covers entry ``index``.
+
+        ``NotAnchoredBeforeStop`` if the daemon stops first, ``NotAnchoredInTime``
+        after ``timeout`` seconds (None: no bound).
+        """
         def covered() -> bool:
             return self.anchorer.latest_anchored is not None and self.anchorer.latest_anchored.tree_size > index
 
         async with self.anchorer.anchored:
-            await self.anchorer.anchored.wait_for(lambda: covered() or self._drained)
-        if not covered():
+            try:
+                await asyncio.wait_for(self.anchorer.anchored.wait_for(lambda: covered() or self._drained), timeout)
+            except TimeoutError:
+                pass
+        if covered():
+            return
+        if self._drained:
             raise NotAnchoredBeforeStop(f"the notary stopped before entry {index} was anchored; it is durable and "
                                         "will be anchored after the restart")
+        why = (f"anchoring failed: {self.anchorer.last_error}" if self.anchorer.last_error
+               else f"sealing failed: {self.sealer.last_error}" if self.sealer.last_error
+               else f"{self.anchorer.unanchored} seals are waiting for the TSA and S3")
+        raise NotAnchoredInTime(f"entry {index} is durable but was not anchored within {timeout:g}s ({why})")
 
     async def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
         if size is None:
@@ -173,6 +187,22 @@ class Notary:
         if entry is None:
             raise NotaryError(f"entry {index} was appended as a bare leaf hash and has no entry to show")
         return TlogProof(entry=entry, index=index, path=tuple(path), signed=parse_signed_checkpoint(seal.checkpoint))
+
+    async def tlog_proofs(self, indices: range) -> list[TlogProof]:
+        """The tlog-proofs of ``indices`` against the latest anchored seal, read in turns of 256 on the read thread."""
+        seal = self.anchorer.latest_anchored
+        if seal is None or seal.tree_size < indices.stop:
+            raise NotYetSealed(f"entries up to {indices.stop - 1} are not covered by an anchored seal yet; retry shortly")
+        signed = parse_signed_checkpoint(seal.checkpoint)
+        proofs: list[TlogProof] = []
+        for start in range(indices.start, indices.stop, 256):
+            part = range(start, min(start + 256, indices.stop))
+            read = await self.writer.run(lambda s: [(s.inclusion_proof(i, seal.tree_size), s.entry(i)) for i in part])
+            for i, (path, entry) in zip(part, read):
+                if entry is None:
+                    raise NotaryError(f"entry {i} was appended as a bare leaf hash and has no entry to show")
+                proofs.append(TlogProof(entry=entry, index=i, path=tuple(path), signed=signed))
+        return proofs
 
     def health_problems(self) -> list[str]:
         problems = []
@@ -203,6 +233,7 @@ class Notary:
         anchored = self.anchorer.latest_anchored
         m.set("notary_anchored_tree_size", 0 if anchored is None else anchored.tree_size)
         m.set("notary_unanchored_seals", self.anchorer.unanchored)
+        m.set("notary_sealed_waiters", self.sealed_waiters)
         m.set("notary_commits_total", self.sequencer.commits)
         m.set("notary_commit_failures_total", self.sequencer.commit_failures)
         m.set("notary_anchor_failures_total", self.anchorer.failures)

@@ -92,3 +92,19 @@ def test_a_request_limit_above_the_pending_limit_is_refused_naming_both_keys():
         parse_config(raw, base=EXAMPLE.parent)
     raw["limits"]["max_pending_entries"] = 1500
     assert parse_config(raw, base=EXAMPLE.parent).limits.max_pending_entries == 1500
+
+
+def test_wait_sealed_bounds_are_checked_and_default_when_absent():
+    raw = example()
+    cfg = parse_config(raw, base=EXAMPLE.parent)
+    assert (cfg.limits.max_sealed_waiters, cfg.limits.wait_sealed_timeout) == (1000, 30.0)
+    for key, bad in (("wait_sealed_timeout", 0), ("wait_sealed_timeout", float("nan")), ("wait_sealed_timeout", 7200),
+                     ("wait_sealed_timeout", True), ("max_sealed_waiters", 0), ("max_sealed_waiters", 2.5)):
+        broken = example()
+        broken["limits"][key] = bad
+        with pytest.raises(ConfigError, match=rf"^limits.{key}: must be"):
+            parse_config(broken, base=EXAMPLE.parent)
+    for key in ("wait_sealed_timeout", "max_sealed_waiters"):
+        del raw["limits"][key]
+    cfg = parse_config(raw, base=EXAMPLE.parent)
+    assert (cfg.limits.max_sealed_waiters, cfg.limits.wait_sealed_timeout) == (1_000, 30.0)

@@ -26,7 +26,10 @@ class ClientError(NotaryError):
 
 
 class AcknowledgedNotSealedError(ClientError):
-    """``?wait=sealed``: the notary acknowledged the entries, durably, but stopped before they were anchored.
+    """``?wait=sealed``: the notary acknowledged the entries, durably, but they were not anchored.
+
+    It stopped first (HTTP 503), or ``limits.wait_sealed_timeout`` passed
+    first (HTTP 202: the TSA or S3 is slow or down).
 
     ``indices`` are their log indices, in the order of the digests. Do not
     submit them again (they would be in the log twice): fetch their proofs by
@@ -101,10 +104,11 @@ def json_answer(body: bytes, what: str) -> dict:
 def submit_answer(status: int, body: bytes) -> list[dict]:
     """The entries of a ``POST /v1/entries`` answer: ``[{"index": N, ...}, ...]``.
 
-    A 503 that lists entries (``?wait=sealed`` and the notary stopping) is an
-    AcknowledgedNotSealedError carrying their indices.
+    A 503 or a 202 that lists entries (``?wait=sealed``, and the notary
+    stopping or its wait running out) is an AcknowledgedNotSealedError
+    carrying their indices.
     """
-    if status == 503:
+    if status in (503, 202):
         try:
             parsed = json.loads(body)
             indices = [e["index"] for e in parsed["entries"]]
@@ -113,7 +117,7 @@ def submit_answer(status: int, body: bytes) -> list[dict]:
             pass  # an ordinary 503 (back-pressure): answer_body says it
         else:
             if all(isinstance(i, int) for i in indices):
-                raise AcknowledgedNotSealedError(f"submit: HTTP 503: {message}", indices)
+                raise AcknowledgedNotSealedError(f"submit: HTTP {status}: {message}", indices)
     entries = json_answer(answer_body(status, body, "submit"), "submit").get("entries")
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("index"), int)
                                                 for e in entries):
