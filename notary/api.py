@@ -5,6 +5,7 @@ Ingest (``Authorization: Bearer <token>``):
                             ?wait=sealed: answer once the entries are sealed and anchored,
                             with their tlog-proofs (202 with the indices alone if that takes
                             longer than limits.wait_sealed_timeout)
+    GET /v1/source          {"source": "<the name entries submitted with this token carry>"}
 Auditors (no token):
     GET /checkpoint                         latest signed checkpoint (C2SP text)
     GET /v1/proof?digest=<hex>|index=N[&size=N]   c2sp.org/tlog-proof@v1 text
@@ -178,6 +179,13 @@ def build_app(notary: Notary) -> web.Application:
         # same JSON, compact; the tests parse it).
         body = ('{"entries":[' + '{"index":%d},' * (count - 1) + '{"index":%d}]}') % tuple(range(first, first + count))
         return web.Response(body=body.encode(), content_type="application/json")
+
+    @routes.get("/v1/source")
+    async def whoami(request: web.Request) -> web.Response:
+        source = _bearer_source(request, notary.config.http_tokens)
+        if source is None:
+            return _error(401, "missing or unknown bearer token", **{"WWW-Authenticate": "Bearer"})
+        return web.json_response({"source": source})
 
     @routes.get("/checkpoint")
     async def checkpoint(request: web.Request) -> web.Response:

@@ -163,6 +163,8 @@ class NotaryHandler(logging.Handler):
         self.addFilter(_not_our_own)
         self.acknowledged_total = 0
         self.submit_failures_total = 0
+        self.reconciled_total = 0  # lines found in the log after a failed submission, not submitted again
+        self._unsure = True  # a spool left by an earlier process may have been submitted: look first
         self._pid = os.getpid()  # a fork copies the handler but not its drainer thread: see _check_process
         self._db_lock = threading.Lock()  # the sink's end and the ledger connection, shared by callers and the drainer
         # Only the drainer submits (one submission at a time keeps the log in sink order); callers waiting
@@ -311,27 +313,58 @@ class NotaryHandler(logging.Handler):
                 rows = self._db.execute("SELECT line, digest FROM lines WHERE entry_index IS NULL "
                                         "ORDER BY line LIMIT ?", (BATCH_LINES,)).fetchall()
             if not rows:
+                self._unsure = False  # nothing is waiting whose fate is unknown
                 return
             try:
+                if self._unsure and self._reconcile(rows):
+                    continue
                 indices = self.transport.submit_indices([d for _, d in rows])
                 if len(indices) != len(rows):
                     raise ClientError(f"the notary answered {len(indices)} indices for {len(rows)} digests")
             except Exception as exc:
                 # Whatever went wrong, the lines are not acknowledged: one error type for the callers.
+                # The notary may have appended them all the same (an answer lost on its way back, a
+                # commit whose outcome it could not tell): look before sending them again.
+                self._unsure = True
                 self.submit_failures_total += 1
                 if isinstance(exc, ClientError):
                     raise
                 raise ClientError(f"submitting through {type(self.transport).__name__} failed: "
                                   f"{type(exc).__name__}: {exc}") from exc
-            now = time.time()
-            with self._db_lock:
-                self._db.execute("BEGIN")
-                self._db.executemany("UPDATE lines SET entry_index = ?, acknowledged_at = ? WHERE line = ?",
-                                     [(i, now, line) for i, (line, _) in zip(indices, rows)])
-                self._db.execute("COMMIT")
-            self.acknowledged_total += len(rows)
-            with self._progress:
-                self._progress.notify_all()
+            self._acknowledge(rows, indices)
+
+    def _reconcile(self, rows: list[tuple[int, bytes]]) -> bool:
+        """Before submitting again: mark the lines of ``rows`` the log already holds; True if there were any.
+
+        Only with a transport that can look (``HttpClient.committed_prefix``);
+        through one that cannot, the lines are submitted again, and may be in
+        the log twice (docs/PRODUCERS.md).
+        """
+        look = getattr(self.transport, "committed_prefix", None)
+        if look is None:
+            return False
+        with self._db_lock:
+            (after,) = self._db.execute("SELECT coalesce(max(entry_index), -1) FROM lines").fetchone()
+        found = look([d for _, d in rows], after)
+        self._unsure = False
+        if not found:
+            return False
+        log.warning("sink %s: lines %d to %d were already in the log (a submission whose answer was lost); "
+                    "recorded at their indices, not submitted again", self.sink, rows[0][0], rows[len(found) - 1][0])
+        self.reconciled_total += len(found)
+        self._acknowledge(rows[:len(found)], found)
+        return True
+
+    def _acknowledge(self, rows: list[tuple[int, bytes]], indices: Sequence[int]) -> None:
+        now = time.time()
+        with self._db_lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE lines SET entry_index = ?, acknowledged_at = ? WHERE line = ?",
+                                 [(i, now, line) for i, (line, _) in zip(indices, rows)])
+            self._db.execute("COMMIT")
+        self.acknowledged_total += len(rows)
+        with self._progress:
+            self._progress.notify_all()
 
     def _drain_forever(self) -> None:
         delay = RETRY_FIRST
@@ -502,6 +535,7 @@ class NotaryHandler(logging.Handler):
             ("notary_producer_oldest_spooled_age_seconds", "gauge", round(age, 3)),
             ("notary_producer_acknowledged_total", "counter", self.acknowledged_total),
             ("notary_producer_submit_failures_total", "counter", self.submit_failures_total),
+            ("notary_producer_reconciled_lines_total", "counter", self.reconciled_total),
         ])
 
     def close(self) -> None:

@@ -177,6 +177,38 @@ class HttpClient:
         """Submit and return only the indices, in order (the handler's transport interface)."""
         return [e["index"] for e in self.submit(digests)]
 
+    def source(self) -> str:
+        """The source name this client's token submits as (``GET /v1/source``)."""
+        answer = json_answer(answer_body(*self._request("GET", "/v1/source"), "source"), "source")
+        if not isinstance(answer.get("source"), str):
+            raise ClientError(f"source: the answer names no source: {str(answer)[:80]!r}")
+        return answer["source"]
+
+    def committed_prefix(self, digests: Sequence[bytes], after: int) -> list[int]:
+        """The indices of the longest first part of ``digests`` already in the log as one run of this token's source.
+
+        The run is looked for past index ``after`` (the producer's last
+        acknowledged entry): a submission whose answer was lost is in the log
+        there, in order, or not at all (a commit is all or nothing). The
+        handler asks before submitting again, so that the log holds each line
+        once (notary/client/handler.py).
+        """
+        if not digests:
+            return []
+        hits = self.lookup(digests, source=self.source())["indices"]
+        if not isinstance(hits, list) or len(hits) != len(digests):
+            raise ClientError(f"lookup: the answer has {len(hits) if isinstance(hits, list) else 'no'} index lists "
+                              f"for {len(digests)} digests")
+        # The first entry past ``after`` that holds the first digest starts the run: no line after the
+        # spool's first has been acknowledged, so nothing of this source past ``after`` is a later line's.
+        starts = [i for i in hits[0] if isinstance(i, int) and i > after]
+        if not starts:
+            return []
+        run = [min(starts)]
+        while len(run) < len(digests) and run[0] + len(run) in hits[len(run)]:
+            run.append(run[0] + len(run))
+        return run
+
     def proof(self, *, digest: bytes | None = None, index: int | None = None, size: int | None = None) -> str:
         return answer_body(*self._request("GET", proof_path(digest, index, size)), "proof").decode("utf-8")
 

@@ -81,7 +81,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             metrics = self.client().metrics()
-            anchored = next(int(float(l.split()[1])) for l in metrics.splitlines() if l.startswith("notary_anchored_tree_size "))
+            anchored = next(int(float(line.split()[1])) for line in metrics.splitlines() if line.startswith("notary_anchored_tree_size "))
             if anchored >= size:
                 return
             time.sleep(0.1)

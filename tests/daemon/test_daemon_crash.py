@@ -101,7 +101,7 @@ def test_kill_9_under_load_loses_nothing_and_never_forks(daemon_factory, stack):
         vkeys = d.vkeys()
         records = asyncio.run(SealReader(stack.s3.client(), "notary-dev-seals", prefix="crash/").seals())
         assert records, "nothing was published"
-        previous = 0
+        previous, prev_root = 0, b""
         s3 = stack.s3.client()
         for record in sorted(records, key=lambda r: r.tree_size):
             assert len(record.versions) == 1, f"tree size {record.tree_size} has {len(record.versions)} versions"

@@ -185,7 +185,7 @@ def test_pack_cut_short_at_either_end_fails(pack, period_seals, tmp_path, capsys
     _, _, inside = period_seals
     info = json.loads((pack / "pack.json").read_text())
     for role, problem in (("before", f"  {seal_file(inside[0])}: is the pack's first seal and follows tree size"),
-                          ("after", f"  pack.json: says the bucket held seals up to tree size")):
+                          ("after", "  pack.json: says the bucket held seals up to tree size")):
         copy = _copy(pack, tmp_path / role)
         dropped = next(e for e in info["seals"] if e["role"] == role)
         (copy / dropped["file"]).unlink()
@@ -255,7 +255,7 @@ def test_timer_runs_the_evidence_command_for_the_previous_quarter():
     timer = (root / "merkle-notary-evidence.timer").read_text()
     assert "OnCalendar=*-01,04,07,10-01 03:00:00 UTC" in timer and "Persistent=yes" in timer
     unit = (root / "merkle-notary-evidence.service").read_text().replace("\\\n", " ")
-    command = shlex.split(next(l for l in unit.splitlines() if l.startswith("ExecStart="))[len("ExecStart="):])
+    command = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))[len("ExecStart="):])
     args = build_parser().parse_args(command[1:])
     assert command[0].endswith("/notary") and args.command == "evidence" and args.previous_quarter
     assert "{from}" in args.out and "{to}" in args.out and args.keyring and args.tsa_roots and args.bucket

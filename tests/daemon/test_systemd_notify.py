@@ -85,7 +85,7 @@ def test_key_rotation_through_sighup(daemon_factory, stack):
     before = client.submit([hashlib.sha256(b"rot-before").digest()], wait_sealed=True)[0]
     old_keys = d.vkeys()
     assert len(old_keys) == 1
-    hsm = [f"--token=notary-dev", f"--pin=file:{stack.data_dir / 'hsm' / 'user.pin'}", f"--keyring={stack.keyring_path}"]
+    hsm = ["--token=notary-dev", f"--pin=file:{stack.data_dir / 'hsm' / 'user.pin'}", f"--keyring={stack.keyring_path}"]
     run = lambda *args: subprocess.run([sys.executable, "-m", "notary.cli", "keys", *args], env=stack.env(),  # noqa: E731
                                        capture_output=True, text=True, check=True)
     run("generate", "--label=dev-key-2", *hsm)
