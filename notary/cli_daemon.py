@@ -222,21 +222,40 @@ def _status(args: argparse.Namespace) -> int:
 def _check_store(args: argparse.Namespace) -> int:
     import sqlite3
 
+    from notary.checkpoint import parse_signed_checkpoint
     from notary.store import LogStore
 
     with LogStore(args.data_dir / "log.db", readonly=True) as store:
         checked = store.verify()
         seals_path = args.data_dir / "seals.db"
-        seals = []
-        if seals_path.exists():
+        # Without seals.db nothing signed is checked: a log rewritten whole
+        # (entries and nodes alike) would pass. The daemon creates it at its
+        # first start, so its absence is a finding, not a reason to skip.
+        if not seals_path.is_file():
+            raise NotaryError(f"{seals_path} does not exist: no seal can be checked against the log (the seal "
+                              "records were removed, or DATA_DIR is not a daemon's data_dir)")
+        try:
             db = sqlite3.connect(f"file:{seals_path}?mode=ro", uri=True)
-            seals = db.execute("SELECT tree_size, root_hash FROM seals ORDER BY tree_size").fetchall()
-            db.close()
+            try:
+                seals = db.execute("SELECT tree_size, root_hash, checkpoint FROM seals ORDER BY tree_size").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise NotaryError(f"seal records {seals_path} cannot be read: {exc}") from None
         # A running daemon may have sealed past the size checked above; it
         # commits entries before it signs them, so the log, read after the
         # seals, holds every size they name.
         store.refresh()
-        for size, root in seals:
+        for size, root, checkpoint in seals:
+            # The row's root is plain data; the signed checkpoint is what was
+            # signed and published: both must name the same tree.
+            try:
+                signed = parse_signed_checkpoint(checkpoint).checkpoint
+            except (NotaryError, TypeError) as exc:
+                raise NotaryError(f"seal {size}: its signed checkpoint in seals.db is malformed: {exc}") from None
+            if (signed.size, signed.root_hash) != (size, root):
+                raise NotaryError(f"seal {size}: seals.db gives root {root.hex()}, but its signed checkpoint is of "
+                                  f"tree size {signed.size} with root {signed.root_hash.hex()}: seals.db was altered")
             if size > store.size:
                 raise NotaryError(f"seal {size} was signed, but the log has only {store.size} entries: truncated")
             if store.tree_hash(size) != root:
@@ -244,4 +263,3 @@ def _check_store(args: argparse.Namespace) -> int:
                                   f"{store.tree_hash(size).hex()}: the log was altered")
     print(f"OK: {checked} entries and their tree recomputed; {len(seals)} seals agree with the log")
     return 0
-

@@ -10,8 +10,13 @@ their SHA-256.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import math
+import os
 import re
+import stat
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,25 @@ from typing import Any
 from notary.errors import NotaryError
 from notary.note import check_key_name
 from notary.entry import check_source
+
+
+# The source of the key-event entries the daemon appends itself (docs/KEYS.md,
+# "In the log"); no producer may be configured under it.
+KEY_EVENT_SOURCE = "notary/keyring"
+
+# S3 Object Lock keeps every seal this long, irrevocably (COMPLIANCE mode); a
+# longer period is a typo (25570 for 2557), and far longer ones cannot be
+# written as a retain-until date at all.
+MAX_RETENTION_DAYS = 36500
+
+# A uid is a 32-bit unsigned value, and 2**32 - 1 is (uid_t) -1, never a user.
+MAX_UID = 2**32 - 2
+
+# sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_UNIX_PATH_BYTES = 107
+
+# An S3 credentials file holds one "access_key_id:secret_access_key" line.
+MAX_CREDENTIALS_BYTES = 4096
 
 
 class ConfigError(NotaryError):
@@ -114,17 +138,24 @@ class _Section:
     def _key(self, key: str) -> str:
         return f"{self.name}.{key}" if self.name else key
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, check=None, must: str = "") -> Any:
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, check=None, must: str = "",
+            secret: bool = False) -> Any:
+        """``secret``: a wrong value may be the secret itself (the PIN, the token), so errors do not repeat it."""
         self.used.add(key)
         if key not in self.data:
             if default is ...:
                 raise ConfigError(f"{self._key(key)}: missing")
             return default
         value = self.data[key]
+        got = f"got a {type(value).__name__} (not repeated here: it may be a secret)" if secret else f"got {value!r}"
         if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise ConfigError(f"{self._key(key)}: {must or 'wrong type'}, got {value!r}")
+            raise ConfigError(f"{self._key(key)}: {must or 'wrong type'}, {got}")
         if not isinstance(value, kind) or (check is not None and not check(value)):
-            raise ConfigError(f"{self._key(key)}: {must or 'wrong type'}, got {value!r}")
+            raise ConfigError(f"{self._key(key)}: {must or 'wrong type'}, {got}")
+        # TOML has inf and nan: an infinite timeout or overdue bound would
+        # silently switch off what it bounds (max_age = inf never seals by age).
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{self._key(key)}: {must or 'wrong type'} (a finite number), {got}")
         return value
 
     def path(self, key: str, default: Any = ...) -> Path | None:
@@ -146,10 +177,41 @@ class _Section:
 
 
 def _listen(text: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT``; an unbracketed IPv6 address is ambiguous (is ``::1:80`` port 80?)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{key}: must be HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    if host.startswith("[") or host.endswith("]"):
+        try:
+            if not (host.startswith("[") and host.endswith("]")):
+                raise ValueError
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ConfigError(f"{key}: {host!r} is not an IPv6 address in brackets, e.g. '[::1]:8640'") from None
+        return host[1:-1], int(port)
+    if ":" in host:
+        raise ConfigError(f"{key}: write an IPv6 address in brackets, e.g. '[{host}]:{port}', got {text!r}")
+    if any(ch.isspace() for ch in host):
+        raise ConfigError(f"{key}: the host holds a space, got {text!r}")
+    return host, int(port)
+
+
+def _http_url(value: str) -> bool:
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _pin_source(text: str, key: str, base: Path) -> str:
+    """A PIN source as hsm.pin.PinSource reads it; a relative file: path is relative to the configuration file."""
+    kind, sep, ref = text.partition(":")
+    if not ref:
+        raise ConfigError(f"{key}: {kind}: names nothing; give the {dict(file='path', env='variable name', credential='credential name')[kind]} after '{kind}:'")
+    if kind == "credential" and ("/" in ref or ref in (".", "..")):
+        raise ConfigError(f"{key}: credential name {ref!r} is not a file name in $CREDENTIALS_DIRECTORY")
+    if kind == "file" and not Path(ref).is_absolute():
+        return f"file:{(base / ref).resolve()}"
+    return text
 
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -168,6 +230,9 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
     http = listen.get("http", str, None)
     http_listen = _listen(http, "listen.http") if http is not None else None
     unix_socket = listen.path("unix", None)
+    if unix_socket is not None and len(os.fsencode(unix_socket)) > MAX_UNIX_PATH_BYTES:
+        raise ConfigError(f"listen.unix: {unix_socket} is {len(os.fsencode(unix_socket))} bytes, more than the "
+                          f"{MAX_UNIX_PATH_BYTES} a unix socket address can hold; choose a shorter path")
     listen.done()
     if http_listen is None and unix_socket is None:
         raise ConfigError("listen: give listen.http, listen.unix or both")
@@ -181,8 +246,9 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
     hsm = HsmConfig(
         module=h.path("module"),
         token_label=h.get("token_label", str, check=bool, must="must be the token's label"),
-        pin=h.get("pin", str, check=lambda v: v.partition(":")[0] in ("file", "env", "credential"),
-                  must="must be file:<path>, env:<NAME> or credential:<name> (never the PIN itself)"),
+        pin=_pin_source(h.get("pin", str, check=lambda v: v.partition(":")[0] in ("file", "env", "credential"),
+                              must="must be file:<path>, env:<NAME> or credential:<name> (never the PIN itself)",
+                              secret=True), "hsm.pin", base),
         keyring=h.path("keyring"),
     )
     h.done()
@@ -191,12 +257,12 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
     tsa_list = top.get("tsa", list, check=bool, must="must be a non-empty array of [[tsa]] tables")
     for i, item in enumerate(tsa_list):
         t = _Section(item, f"tsa[{i}]", base)
-        url = t.get("url", str, check=lambda v: v.startswith(("http://", "https://")), must="must be an http(s) URL")
+        url = t.get("url", str, check=_http_url, must="must be an http(s) URL")
         tsas.append(TsaConfig(
             url=url,
             roots=t.path("roots"),
             timeout=float(t.get("timeout", (int, float), 10.0, check=lambda v: v > 0, must="must be seconds > 0")),
-            policy=t.get("policy", str, None, check=lambda v: re.fullmatch(r"\d+(\.\d+)+", v), must="must be an OID"),
+            policy=t.get("policy", str, None, check=lambda v: re.fullmatch(r"[0-9]+(\.[0-9]+)+", v), must="must be an OID"),
         ))
         t.done()
 
@@ -204,8 +270,9 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
     s3 = S3Config(
         bucket=s.get("bucket", str, check=bool, must="must be the bucket name"),
         prefix=s.get("prefix", str, "", check=lambda v: v == "" or v.endswith("/"), must="must be empty or end with '/'"),
-        retention_days=s.get("retention_days", int, check=lambda v: v > 0, must="must be a number of days > 0"),
-        endpoint=s.get("endpoint", str, None, check=lambda v: v.startswith(("http://", "https://")), must="must be an http(s) URL"),
+        retention_days=s.get("retention_days", int, check=lambda v: 0 < v <= MAX_RETENTION_DAYS,
+                             must=f"must be a number of days > 0 and at most {MAX_RETENTION_DAYS} (100 years)"),
+        endpoint=s.get("endpoint", str, None, check=_http_url, must="must be an http(s) URL"),
         region=s.get("region", str, None),
         credentials_file=s.path("credentials_file", None),
     )
@@ -236,7 +303,7 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
         src = http_sources.section(name)
         _check_source_name(name, f"sources.http.{name}")
         digest = src.get("token_sha256", str, check=_SHA256_HEX.fullmatch,
-                         must="must be the token's SHA-256 as 64 lowercase hex digits (never the token)")
+                         must="must be the token's SHA-256 as 64 lowercase hex digits (never the token)", secret=True)
         if bytes.fromhex(digest) in tokens:
             raise ConfigError(f"sources.http.{name}.token_sha256: same token as source {tokens[bytes.fromhex(digest)]!r}")
         tokens[bytes.fromhex(digest)] = name
@@ -246,7 +313,7 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
     for name in list(unix_sources.data):
         src = unix_sources.section(name)
         _check_source_name(name, f"sources.unix.{name}")
-        uid = src.get("uid", int, check=lambda v: v >= 0, must="must be a user id >= 0")
+        uid = src.get("uid", int, check=lambda v: 0 <= v <= MAX_UID, must=f"must be a user id from 0 to {MAX_UID}")
         if uid in peers:
             raise ConfigError(f"sources.unix.{name}.uid: uid {uid} is already source {peers[uid]!r}")
         peers[uid] = name
@@ -269,6 +336,30 @@ def _check_source_name(name: str, key: str) -> None:
         raise ConfigError(f"{key}: {exc}") from None
     if not name:
         raise ConfigError(f"{key}: a source name must not be empty")
+    if name == KEY_EVENT_SOURCE:
+        raise ConfigError(f"{key}: {KEY_EVENT_SOURCE!r} is the source of the daemon's own key events; "
+                          "a producer under it could pass its entries off as key events")
+
+
+def read_s3_credentials(path: Path) -> tuple[str, str]:
+    """The ``access_key_id:secret_access_key`` in ``s3.credentials_file``, refused if every user can read it."""
+    key = "s3.credentials_file"
+    try:
+        with path.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read(MAX_CREDENTIALS_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path} cannot be read: {exc.strerror}") from None
+    if mode & stat.S_IROTH:
+        raise ConfigError(f"{key}: {path} holds a secret and is readable by every user; restrict it (chmod o-r)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    access, _, secret = text.strip().partition(":")
+    if len(data) > MAX_CREDENTIALS_BYTES or not access or not secret or any(ch.isspace() for ch in access + secret):
+        raise ConfigError(f"{key}: {path} must hold one line access_key_id:secret_access_key")
+    return access, secret
 
 
 def token_hash(token: str) -> bytes:

@@ -25,7 +25,7 @@ from aiohttp import web
 from notary import systemd
 from notary.api import NotAnchoredBeforeStop, NotAnchoredInTime, NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
-from notary.config import Config, load_config
+from notary.config import KEY_EVENT_SOURCE, Config, load_config, read_s3_credentials
 from notary.entry import EntryRun, encode_run
 from notary.errors import NotaryError
 from notary.metrics import Metrics
@@ -38,7 +38,6 @@ from notary.unix_ingest import serve_unix
 
 log = logging.getLogger("notary")
 
-KEY_EVENT_SOURCE = "notary/keyring"  # the source of the key-event entries the daemon appends itself
 _LAST_KEY_EVENT = "last_logged_key_event"
 
 
@@ -284,7 +283,7 @@ async def build_adapters(config: Config) -> Adapters:
                  for t in config.tsas]
     access = secret = None
     if config.s3.credentials_file is not None:
-        access, _, secret = config.s3.credentials_file.read_text().strip().partition(":")
+        access, secret = read_s3_credentials(config.s3.credentials_file)
     client = make_client(config.s3.endpoint, config.s3.region, access_key=access, secret_key=secret)
     publisher = await SealPublisher.open(client, config.s3.bucket, prefix=config.s3.prefix,
                                          retention=_days(config.s3.retention_days))

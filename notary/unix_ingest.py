@@ -31,8 +31,13 @@ MAX_LINE = 256  # a digest line is 65 bytes; anything much longer is not one
 READ_CHUNK = 1 << 16
 
 
+# struct ucred (socket(7)): pid_t pid; uid_t uid; gid_t gid. uid_t and gid_t
+# are unsigned: read as signed, a uid from 2**31 up would never match its source.
+_UCRED = struct.Struct("iII")
+
+
 def peer_uid(sock: socket.socket) -> int:
-    pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
     return uid
 
 

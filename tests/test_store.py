@@ -139,8 +139,12 @@ def _corrupt(path: Path, sql: str, *args) -> None:
 
 
 def _store_with(path: Path, n: int) -> None:
+    _store_with_entries(path, [b"e%d" % i for i in range(n)])
+
+
+def _store_with_entries(path: Path, entries: list[bytes]) -> None:
     with LogStore(path, create=True) as store:
-        store.append_entries([b"e%d" % i for i in range(n)])
+        store.append_entries(entries)
 
 
 def test_missing_upper_tile_is_detected_at_open(tmp_path):
@@ -269,15 +273,76 @@ def test_verify_finds_an_entry_and_leaf_hash_rewritten_together(tmp_path):
             store.verify()
 
 
+def _sealed_at(data_dir: Path, size: int) -> None:
+    """A seals.db as the daemon writes it: the seal of ``size``, its checkpoint signed (in memory)."""
+    import asyncio
+
+    from notary.checkpoint import Checkpoint, sign_checkpoint
+    from notary.seals import Seal, SealDB
+    from tests.support import SoftwareSigner
+
+    with LogStore(data_dir / "log.db", readonly=True) as store:
+        root = store.tree_hash(size)
+
+    async def seal() -> None:
+        signed = await sign_checkpoint(Checkpoint("example.com/log", size, root), [SoftwareSigner.ed25519(b"k" * 32)])
+        seals = SealDB(data_dir / "seals.db")
+        try:
+            await seals.add(Seal(size, root, signed.encode(), 0, (), "2026-01-01T00:00:00Z"))
+        finally:
+            seals.close()
+
+    asyncio.run(seal())
+
+
 def test_check_store_command(tmp_path, capsys):
     from notary.cli import main
 
     _store_with(tmp_path / "log.db", 300)
+    _sealed_at(tmp_path, 300)
     assert main(["check-store", str(tmp_path)]) == 0
-    assert "OK: 300 entries" in capsys.readouterr().out
+    assert "OK: 300 entries and their tree recomputed; 1 seals agree" in capsys.readouterr().out
     _corrupt(tmp_path / "log.db", "UPDATE entries SET entry = ? WHERE idx = 7", b"forged")
     assert main(["check-store", str(tmp_path)]) == 1
     assert "entry 7 does not match its stored leaf hash" in capsys.readouterr().err
+
+
+def test_check_store_without_seal_records_fails(tmp_path, capsys):
+    """A log rewritten whole (entries and nodes) is consistent in itself: only the seals can show it, so a data
+    directory without seals.db (removed to hide that) fails the check instead of passing on the tree alone."""
+    from notary.cli import main
+
+    _store_with(tmp_path / "log.db", 300)
+    assert main(["check-store", str(tmp_path)]) == 1
+    assert "seals.db does not exist: no seal can be checked" in capsys.readouterr().err
+
+
+def test_check_store_checks_the_signed_checkpoint_not_only_the_root_column(tmp_path, capsys):
+    """Rewriting the log and the plain root_hash column of seals.db alike is found: the signed checkpoint still
+    names the original root."""
+    from notary.cli import main
+
+    _store_with(tmp_path / "log.db", 300)
+    _sealed_at(tmp_path, 300)
+    _corrupt(tmp_path / "log.db", "UPDATE entries SET entry = ? WHERE idx = 0", b"forged")
+    with LogStore(tmp_path / "log.db") as store:  # the forger recomputes the whole tree from the forged entries
+        entries = [store.entry(i) for i in range(300)]
+    (tmp_path / "log.db").unlink()
+    _store_with_entries(tmp_path / "log.db", entries)
+    with LogStore(tmp_path / "log.db", readonly=True) as store:
+        forged_root = store.tree_hash(300)
+    _corrupt(tmp_path / "seals.db", "UPDATE seals SET root_hash = ?", forged_root)
+    assert main(["check-store", str(tmp_path)]) == 1
+    assert "seal 300: seals.db gives root" in capsys.readouterr().err
+
+
+def test_check_store_reports_unreadable_seal_records_in_one_sentence(tmp_path, capsys):
+    from notary.cli import main
+
+    _store_with(tmp_path / "log.db", 3)
+    (tmp_path / "seals.db").write_bytes(b"not a database" * 100)
+    assert main(["check-store", str(tmp_path)]) == 1  # not a traceback
+    assert "cannot be read: file is not a database" in capsys.readouterr().err
 
 
 def test_the_weekly_check_unit_checks_the_daemon_data_dir_as_its_user():

@@ -115,3 +115,21 @@ def test_a_reload_that_removes_or_renames_the_source_applies_to_an_open_connecti
             assert notary.sequencer.size == 2
 
     asyncio.run(main())
+
+
+def test_peer_uid_reads_uid_t_unsigned():
+    """struct ucred's uid is a uid_t: a uid from 2**31 up (valid, up to 2**32 - 2) must match its configured source."""
+    import socket
+    import struct
+
+    from notary.unix_ingest import peer_uid
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        assert peer_uid(a) == os.getuid()  # the real SO_PEERCRED
+
+    class Credentials:  # what the kernel hands back for a peer of uid 3,000,000,000
+        def getsockopt(self, level, option, size):
+            return struct.pack("iII", 4242, 3_000_000_000, 3_000_000_000)[:size]
+
+    assert peer_uid(Credentials()) == 3_000_000_000
