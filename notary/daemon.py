@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from notary import systemd
+from notary import store_process, systemd
 from notary.api import NotAnchoredBeforeStop, NotAnchoredInTime, NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
 from notary.config import KEY_EVENT_SOURCE, Config, load_config, read_s3_credentials
@@ -211,6 +211,10 @@ class Notary:
             problems.append(
                 f"{self.anchorer.unanchored} seals have waited more than {overdue:g}s to be anchored "
                 f"(last error: {self.anchorer.last_error})")
+        waited = self.writer.waited()
+        if waited > store_process.ANSWER_OVERDUE:
+            problems.append(f"the log store's writer process has not answered for {waited:.0f}s (a stalled disk?): "
+                            f"{self.sequencer.pending_entries} entries wait to be committed, none is acknowledged")
         if self.sequencer.commit_error is not None:
             problems.append(f"committing entries to the log store is failing (submissions are answered 503): "
                             f"{self.sequencer.commit_error}")
@@ -242,6 +246,7 @@ class Notary:
         m.set("notary_digest_index_lag_entries", max(0, self.sequencer.size - status.indexed))
         m.set("notary_digest_index_failures_total", status.index_failures)
         m.set("notary_wal_checkpoint_failures_total", status.checkpoint_failures)
+        m.set("notary_store_writer_wait_seconds", self.writer.waited())
         since = self.anchorer.oldest_unanchored_at
         m.set("notary_oldest_unanchored_seal_age_seconds", 0.0 if since is None else time.monotonic() - since)
         return m.render()

@@ -95,8 +95,12 @@ class LogWriter:
         self.committed = max(self.committed, first + sum(r.count for r in runs))
         return first
 
+    def waited(self) -> float:
+        """Seconds the request in flight (a commit, a status) has waited for the writer process; 0.0 when none is."""
+        return self._process.waited()
+
     async def refresh_status(self) -> WriterStatus:
-        """Ask the writer process how its digest index and checkpoints are doing (in order with the appends)."""
+        """Ask the writer process how its digest index and checkpoints are doing (as of the last answer while a commit is in flight)."""
         return await self._process.refresh_status_async()
 
     async def watch(self) -> None:

@@ -66,6 +66,10 @@ INDEX_CHUNK = 20_000
 INDEX_INTERVAL = 0.1
 INDEX_BACKOFF_MAX = 30.0
 LOCK_TIMEOUT = 30.0  # seconds to wait for a previous writer of the same store to exit
+# A commit takes milliseconds (a 50,000-entry one well under a second): a
+# request unanswered for this long means a writer stuck, most likely on the
+# disk. /healthz says so; the submissions it holds wait, unacknowledged.
+ANSWER_OVERDUE = 10.0
 _PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger("notary")
@@ -255,6 +259,7 @@ class StoreProcess:
         child.close()
         self._lock = threading.Lock()
         self._async_lock: asyncio.Lock | None = None
+        self._sent_at: float | None = None  # when the request in flight was sent
         self.status = WriterStatus()
         # atexit runs last-registered first: this closes the pipe before
         # multiprocessing's own exit handler waits for the child.
@@ -290,6 +295,11 @@ class StoreProcess:
             self._send(request)
             return self._answer()
 
+    def waited(self) -> float:
+        """Seconds the request in flight has waited for the writer's answer; 0.0 when none is."""
+        sent = self._sent_at
+        return 0.0 if sent is None else time.monotonic() - sent
+
     def append(self, entries: Sequence[bytes]) -> int:
         """Append ``entries`` in one transaction; the index of the first once committed."""
         return self._request("append", _wire(EntryRun.group(entries)))
@@ -302,23 +312,27 @@ class StoreProcess:
         if self._async_lock is None:
             self._async_lock = asyncio.Lock()
         async with self._async_lock:
-            self._send(request)
-            if not self._conn.poll():
-                loop = asyncio.get_running_loop()
-                ready = loop.create_future()
-                fd = self._conn.fileno()
-                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-                try:
-                    await ready
-                except asyncio.CancelledError:
-                    # The answer is on its way: take it off the pipe, or the
-                    # next request would read it as its own.
-                    with contextlib.suppress(StoreError):
-                        self._answer()
-                    raise
-                finally:
-                    loop.remove_reader(fd)
-            return self._answer()
+            self._sent_at = time.monotonic()
+            try:
+                self._send(request)
+                if not self._conn.poll():
+                    loop = asyncio.get_running_loop()
+                    ready = loop.create_future()
+                    fd = self._conn.fileno()
+                    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                    try:
+                        await ready
+                    except asyncio.CancelledError:
+                        # The answer is on its way: take it off the pipe, or the
+                        # next request would read it as its own.
+                        with contextlib.suppress(StoreError):
+                            self._answer()
+                        raise
+                    finally:
+                        loop.remove_reader(fd)
+                return self._answer()
+            finally:
+                self._sent_at = None
 
     async def wait_ended(self) -> int | None:
         """Return the writer's exit code once it has ended (the daemon watches this)."""
@@ -338,7 +352,13 @@ class StoreProcess:
         return await self._request_async("append", _wire(runs))
 
     async def refresh_status_async(self) -> WriterStatus:
-        await self._request_async("status")
+        """The writer's status, asked now; while a request is in flight, as of the last answer.
+
+        Never waits behind a commit: one stuck on the disk would hold up
+        every /healthz and /metrics request meant to report it.
+        """
+        if self._async_lock is None or not self._async_lock.locked():
+            await self._request_async("status")
         return self.status
 
     def close(self) -> None:
