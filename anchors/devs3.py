@@ -164,15 +164,19 @@ class SeaweedS3:
                 time.sleep(0.2)
 
     def _fatal_line(self) -> str:
-        """The last fatal message (glog "F...") weed wrote in this run, without its glog prefix; '' if none."""
+        """Why weed stopped, from this run's log: its last fatal (glog "F...") line, else its last error ("E...")
+        line, without the glog prefix; '' if none."""
         try:
             with open(self.data_dir / "weed.log", "rb") as f:
                 f.seek(self._log_start)
                 text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        fatal = [line for line in text.splitlines() if re.match(r"F\d{4} ", line)]
-        return fatal[-1].split(" ", 3)[-1].strip() if fatal else ""
+        for level in "FE":
+            found = [line for line in text.splitlines() if re.match(level + r"\d{4} ", line)]
+            if found:
+                return found[-1].split(" ", 3)[-1].strip()
+        return ""
 
     def create_bucket(self, name: str, *, object_lock: bool = True) -> None:
         """Create a bucket; with ``object_lock`` it also has versioning (S3 turns it on)."""

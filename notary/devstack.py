@@ -75,13 +75,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _tail(path: Path) -> str:
-    """The last non-empty line of a log file, or ''."""
+class _PortBusy(Exception):
+    """A child could not bind the port chosen for it."""
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """A log file's text from ``offset`` on (what one run appended), or ''."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
     except OSError:
         return ""
-    return lines[-1].strip() if lines else ""
 
 
 def listen_check(host: str, port: int) -> None:
@@ -218,12 +223,30 @@ class DevStack:
     # -- services --------------------------------------------------------------
 
     def start_tsa(self) -> str:
-        """Start (or restart, on the same port) the dev TSA; return its URL."""
+        """Start (or restart, on the same port) the dev TSA; return its URL.
+
+        A free port is chosen before the TSA binds it, so another process may
+        take it in between: on a first start, a port found busy is replaced
+        (twice at most).
+        """
+        chosen = not self.tsa_port
+        for attempt in range(3):
+            port = self.tsa_port = self.tsa_port or free_port()
+            try:
+                return self._start_tsa_on(port)
+            except _PortBusy:
+                if not chosen or attempt == 2:
+                    raise DevStackError(f"the dev TSA could not listen on 127.0.0.1:{port}: the port is in use; "
+                                        f"see {self.data_dir / 'tsa.log'}") from None
+                self.tsa_port = 0
+        raise AssertionError("unreachable")
+
+    def _start_tsa_on(self, port: int) -> str:
         from anchors.devprocess import die_with_parent
 
-        port = self.tsa_port = self.tsa_port or free_port()
         log_path = self.data_dir / "tsa.log"
         log = open(log_path, "ab")
+        start = log.tell()  # this run's output begins here
         try:
             self.tsa_process = subprocess.Popen(
                 die_with_parent([sys.executable, "-m", "notary.cli", "dev-tsa", "--data-dir", str(self.data_dir / "tsa"),
@@ -232,26 +255,38 @@ class DevStack:
                 start_new_session=True)  # Ctrl-C stops the daemon, which then stops the TSA after draining
         finally:
             log.close()
+        # Ready when it says so: a connection to the port could reach another process that holds it.
         deadline = time.monotonic() + 30
         while True:
-            if self.tsa_process.poll() is not None:
-                said = _tail(log_path)
-                raise DevStackError(f"the dev TSA exited at start ({said or 'no message'}); see {log_path}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            said = _read_from(log_path, start)
+            if "dev TSA listening on" in said:
                 break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise DevStackError(f"the dev TSA did not start listening within 30 s; see {log_path}") from None
-                time.sleep(0.1)
+            if self.tsa_process.poll() is not None:
+                self.tsa_process = None
+                if "Address already in use" in said:
+                    raise _PortBusy
+                last = said.strip().splitlines()[-1:] or ["no message"]
+                raise DevStackError(f"the dev TSA exited at start ({last[0]}); see {log_path}")
+            if time.monotonic() > deadline:
+                raise DevStackError(f"the dev TSA did not start listening within 30 s; see {log_path}")
+            time.sleep(0.05)
         # The certificates exist once the TSA listens (made before it binds).
         return f"http://127.0.0.1:{port}/"
 
     def _start_s3(self) -> None:
+        """SeaweedFS; its ports are chosen before it binds them, so a port taken meanwhile means new ports."""
         from anchors.devs3 import SeaweedS3
+        from anchors.errors import DevS3Error
 
-        self.s3 = SeaweedS3(self.data_dir / "s3", pass_fds=self._pass_fds())
-        self.s3.start()
+        for attempt in range(3):
+            self.s3 = SeaweedS3(self.data_dir / "s3", pass_fds=self._pass_fds())
+            try:
+                self.s3.start()
+                break
+            except DevS3Error as exc:
+                self.s3 = None  # start() stopped it
+                if attempt == 2 or "Port allocation failed" not in str(exc):
+                    raise
         client = self.s3.client()
         names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if BUCKET not in names:

@@ -247,3 +247,43 @@ def test_weed_failing_at_start_says_why(tmp_path):
         with pytest.raises(DevS3Error, match=r"weed mini exited with status \d+ at start \(.+\); see"):
             SeaweedS3(tmp_path).start()  # the same store, in use
         assert running.process.poll() is None
+
+
+def test_ports_taken_between_choice_and_bind_are_replaced(base, monkeypatch):
+    """A free port is only free until someone binds it (other test sessions share this machine)."""
+    import anchors.devs3
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)  # it accepts connections: a TSA "ready" check by connecting would be fooled
+        taken = busy.getsockname()[1]
+        real_free_port, real_free_ports = devstack.free_port, anchors.devs3.free_ports
+        calls = []
+
+        def free_port_taken_once():
+            calls.append("tsa")
+            return taken if calls.count("tsa") == 1 else real_free_port()
+
+        def free_ports_taken_once(count):
+            calls.append("s3")
+            ports = real_free_ports(count)
+            return [taken, *ports[1:]] if calls.count("s3") == 1 else ports
+
+        monkeypatch.setattr(devstack, "free_port", free_port_taken_once)
+        monkeypatch.setattr(anchors.devs3, "free_ports", free_ports_taken_once)
+        with DevStack(base) as dev:
+            assert calls.count("tsa") == 2 and calls.count("s3") == 2
+            assert dev.tsa_port != taken and taken not in dev.s3.ports.values()
+            assert dev.tsa_process.poll() is None
+            dev.s3.client().head_bucket(Bucket=devstack.BUCKET)
+            from anchors.tsa import TimestampClient, TsaEndpoint, load_roots, verify_token
+
+            async def stamp():
+                endpoint = TsaEndpoint(dev.tsa_url, load_roots(base / "tsa" / "root.pem"))
+                async with TimestampClient([endpoint]) as client:
+                    return await client.timestamp(b"checkpoint\n")
+
+            import asyncio
+
+            token = asyncio.run(stamp())
+            verify_token(token.der, b"checkpoint\n", load_roots(base / "tsa" / "root.pem"))
