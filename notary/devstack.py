@@ -161,6 +161,7 @@ class DevStack:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         self._lock_fd: int | None = None  # DIR/stack.lock, held while this stack runs
+        self._dev_json: Path | None = None  # the dev.json this stack wrote, removed when it stops
         self.tsa_process: subprocess.Popen | None = None
         self.tsa_port = 0
         self.tsa_url = ""
@@ -443,11 +444,15 @@ uid = {os.getuid()}
         }
 
     def write_dev_json(self, url: str) -> Path:
-        """Write DIR/dev.json (mode 0600: it holds the token and S3 keys) whole: a reader never sees it half written."""
+        """Write DIR/dev.json (mode 0600: it holds the token and S3 keys) whole: a reader never sees it half written.
+
+        It describes this running stack (URL, token, S3 endpoint and keys, new each run): ``stop()`` removes it, and
+        a start removes an earlier run's, so that its presence means "up"."""
         path = self.data_dir / "dev.json"
         tmp = path.with_name(f".dev.json.{os.getpid()}.tmp")
         write_secret(tmp, json.dumps(self.dev_info(url), indent=2) + "\n")
         tmp.replace(path)
+        self._dev_json = path
         return path
 
     def stop_tsa(self) -> None:
@@ -456,6 +461,9 @@ uid = {os.getuid()}
             self.tsa_process = None
 
     def stop(self) -> None:
+        if self._dev_json is not None:  # it names ports and S3 keys that are about to go
+            self._dev_json.unlink(missing_ok=True)
+            self._dev_json = None
         try:
             self.stop_tsa()
         finally:

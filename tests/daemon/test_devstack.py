@@ -102,6 +102,7 @@ def test_kill_9_of_make_run_leaves_nothing_running_and_a_rerun_on_the_same_dir_s
         second.send_signal(signal.SIGINT)  # Ctrl-C
         assert second.wait(120) == 0
     assert_all_ended(children)
+    assert not (base / "dev.json").exists(), "dev.json describes a running stack"
 
 
 @pytest.mark.slow
@@ -228,6 +229,7 @@ def test_dev_json_is_private_and_replaced_whole(stack, tmp_path):
         assert not list(stack.data_dir.glob(".dev.json.*"))
     finally:
         path.unlink()
+        stack._dev_json = None
 
 
 def test_dev_s3_refuses_a_put_to_a_missing_bucket_as_aws_does(stack):
