@@ -16,6 +16,7 @@ sockets weed creates for its own ports.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import socket
@@ -23,12 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from anchors.devprocess import die_with_parent
 from anchors.errors import DevS3Error
 
 REGION = "us-east-1"
@@ -77,8 +80,9 @@ class SeaweedS3:
     temporary directory is used and removed at stop.
     """
 
-    def __init__(self, data_dir: Path | str | None = None):
+    def __init__(self, data_dir: Path | str | None = None, *, pass_fds: Sequence[int] = ()):
         self._own_dir = data_dir is None
+        self._pass_fds = tuple(pass_fds)  # descriptors weed inherits (a dev stack's lock)
         self.data_dir = Path(tempfile.mkdtemp(prefix="notary-weed-")) if data_dir is None else Path(data_dir)
         self.access_key = "notary-" + secrets.token_hex(6)
         self.secret_key = secrets.token_urlsafe(30)
@@ -121,15 +125,18 @@ class SeaweedS3:
             f"-s3.config={config}",
             "-master.telemetry=false",
             "-webdav=false", "-admin.ui=false",
+            "-s3.autoCreateBucket=false",  # as AWS: a PUT to a missing bucket is NoSuchBucket, not a new bucket
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
         log = open(self.data_dir / "weed.log", "ab")
+        self._log_start = log.tell()  # where this run's output begins in an appended log
         try:
             # Its own session: a Ctrl-C meant for our caller must not kill S3
             # before the caller has drained what it still has to publish.
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+            # It ends with us even if we are killed (die_with_parent).
+            self.process = subprocess.Popen(die_with_parent(args), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, pass_fds=self._pass_fds, start_new_session=True)
         finally:
             log.close()
         try:
@@ -143,8 +150,10 @@ class SeaweedS3:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
+                fatal = self._fatal_line()
                 raise DevS3Error(
-                    f"weed mini exited with status {self.process.returncode} at start; see {self.data_dir / 'weed.log'}"
+                    f"weed mini exited with status {self.process.returncode} at start"
+                    f"{f' ({fatal})' if fatal else ''}; see {self.data_dir / 'weed.log'}"
                 )
             try:
                 client.list_buckets()
@@ -153,6 +162,21 @@ class SeaweedS3:
                 if time.monotonic() > deadline:
                     raise DevS3Error(f"SeaweedFS S3 did not answer at {self.endpoint_url} within {START_TIMEOUT:g} s") from None
                 time.sleep(0.2)
+
+    def _fatal_line(self) -> str:
+        """Why weed stopped, from this run's log: its last fatal (glog "F...") line, else its last error ("E...")
+        line, without the glog prefix; '' if none."""
+        try:
+            with open(self.data_dir / "weed.log", "rb") as f:
+                f.seek(self._log_start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        for level in "FE":
+            found = [line for line in text.splitlines() if re.match(level + r"\d{4} ", line)]
+            if found:
+                return found[-1].split(" ", 3)[-1].strip()
+        return ""
 
     def create_bucket(self, name: str, *, object_lock: bool = True) -> None:
         """Create a bucket; with ``object_lock`` it also has versioning (S3 turns it on)."""

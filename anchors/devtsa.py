@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,12 @@ class DevTsa:
 
     def __init__(self, data_dir: Path | str, *, openssl: str = "openssl"):
         self.data_dir = Path(data_dir)
-        self._openssl = openssl
+        # Checked here, not at the first query: without openssl every query would fail while the TSA looked up.
+        found = shutil.which(openssl)
+        if found is None:
+            raise DevTsaError(f"{openssl} is not installed (the dev TSA signs with `openssl ts -reply`); "
+                              "install the Debian package openssl")
+        self._openssl = found
         self._lock = asyncio.Lock()
         create_materials(self.data_dir)
 
@@ -198,14 +204,17 @@ class DevTsa:
         badDataFormat), which is the RFC 3161 §2.4.2 behaviour we want to serve.
         """
         async with self._lock:
-            proc = await asyncio.create_subprocess_exec(
-                self._openssl, "ts", "-reply",
-                "-config", str(self.data_dir / TSA_CONFIG),
-                "-queryfile", "/dev/stdin", "-out", "/dev/stdout",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    self._openssl, "ts", "-reply",
+                    "-config", str(self.data_dir / TSA_CONFIG),
+                    "-queryfile", "/dev/stdin", "-out", "/dev/stdout",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            except OSError as exc:
+                raise DevTsaError(f"cannot run {self._openssl}: {exc.strerror or exc}") from None
             out, err = await proc.communicate(query)
         if proc.returncode != 0 or not out:
             reason = err.decode(errors="replace").strip().splitlines()

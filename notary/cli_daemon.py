@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -96,16 +97,26 @@ def _run(args: argparse.Namespace) -> int:
     if not args.dev:
         return asyncio.run(serve(args.config))
     from notary.config import _listen
-    from notary.devstack import DevStack
+    from notary.devstack import DevStack, free_port, listen_check
 
     host, port = _listen(args.listen, "--listen")
+    port = port or free_port()  # dev.json must name the port the daemon listens on
+    listen_check(host, port)  # in one sentence, before the stack takes seconds to start
+    # Until the daemon's own handlers are in place, SIGTERM and SIGHUP (the terminal closed) stop the
+    # start-up as Ctrl-C does: the stack's `with` stops what it already started.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     with DevStack(args.data_dir, http=(host, port)) as stack:
         os.environ["SOFTHSM2_CONF"] = str(stack.softhsm_conf)  # before this process loads SoftHSM2
         def ready(notary) -> None:
-            url = f"http://{host}:{port}"
+            url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
             info = stack.write_dev_json(url)
             print(_dev_banner(url, info, stack), flush=True)
         return asyncio.run(serve(stack.config_path, on_ready=ready))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _dev_banner(url: str, info: Path, stack) -> str:

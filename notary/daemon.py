@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -326,7 +327,12 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
         sites = []
         if config.http_listen is not None:
             site = web.TCPSite(runner, *config.http_listen, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:  # a port in use is one sentence, not a traceback
+                host, port = config.http_listen
+                raise NotaryError(f"cannot listen on {host}:{port} (listen.http): "
+                                  f"{os.strerror(exc.errno) if exc.errno else exc}") from None
             sites.append(site)
         unix_server = await serve_unix(notary) if config.unix_socket is not None else None
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
 import sys
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from anchors.devtsa import DevTsa, nodelay_listener
+from anchors.errors import DevTsaError
 from anchors.tsa import TimestampClient, TsaEndpoint, load_roots, verify_token
 
 
@@ -89,3 +92,17 @@ def test_notary_dev_tsa_reports_a_busy_port_in_one_sentence(tmp_path):
         busy.close()
     assert done.returncode == 1
     assert done.stderr == f"notary dev-tsa: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_dev_tsa_without_openssl_refuses_to_start_in_one_sentence(tmp_path):
+    with pytest.raises(DevTsaError, match="is not installed"):
+        DevTsa(tmp_path / "a", openssl="no-such-openssl-here")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "notary.cli", "dev-tsa", "--data-dir", str(tmp_path / "b"), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": str(empty)},
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("notary dev-tsa: openssl is not installed")
+    assert done.stderr.count("\n") == 1
