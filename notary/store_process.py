@@ -260,6 +260,7 @@ class StoreProcess:
         self._lock = threading.Lock()
         self._async_lock: asyncio.Lock | None = None
         self._sent_at: float | None = None  # when the request in flight was sent
+        self._unread = 0  # answers to cancelled requests, still on the pipe ahead of the next request's own
         self.status = WriterStatus()
         # atexit runs last-registered first: this closes the pipe before
         # multiprocessing's own exit handler waits for the child.
@@ -292,6 +293,10 @@ class StoreProcess:
 
     def _request(self, *request):
         with self._lock:
+            while self._unread:  # a cancelled async request's answer (use one kind at a time, though)
+                self._unread -= 1
+                with contextlib.suppress(StoreError):
+                    self._answer()
             self._send(request)
             return self._answer()
 
@@ -308,31 +313,45 @@ class StoreProcess:
         self._request("status")
         return self.status
 
+    async def _readable(self) -> None:
+        """Until the writer's next answer is on the pipe, without blocking the event loop."""
+        if self._conn.poll():
+            return
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        fd = self._conn.fileno()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
     async def _request_async(self, *request):
         if self._async_lock is None:
             self._async_lock = asyncio.Lock()
         async with self._async_lock:
+            # The answers of cancelled requests come first on the pipe: take them off, or this request
+            # would read one of them as its own.
+            while self._unread:
+                await self._readable()
+                self._unread -= 1
+                with contextlib.suppress(StoreError):
+                    self._answer()
             self._sent_at = time.monotonic()
             try:
                 self._send(request)
-                if not self._conn.poll():
-                    loop = asyncio.get_running_loop()
-                    ready = loop.create_future()
-                    fd = self._conn.fileno()
-                    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-                    try:
-                        await ready
-                    except asyncio.CancelledError:
-                        # The answer is on its way: take it off the pipe, or the
-                        # next request would read it as its own.
-                        with contextlib.suppress(StoreError):
-                            self._answer()
-                        raise
-                    finally:
-                        loop.remove_reader(fd)
-                return self._answer()
-            finally:
+                await self._readable()
+            except asyncio.CancelledError:
+                # The writer still answers; reading that here would block the event loop for as long as
+                # the writer takes, which a stalled disk makes forever. The next request reads it first;
+                # meanwhile waited() goes on counting, as the writer is still busy.
+                self._unread += 1
+                raise
+            except BaseException:
                 self._sent_at = None
+                raise
+            self._sent_at = None
+            return self._answer()
 
     async def wait_ended(self) -> int | None:
         """Return the writer's exit code once it has ended (the daemon watches this)."""
@@ -357,7 +376,7 @@ class StoreProcess:
         Never waits behind a commit: one stuck on the disk would hold up
         every /healthz and /metrics request meant to report it.
         """
-        if self._async_lock is None or not self._async_lock.locked():
+        if (self._async_lock is None or not self._async_lock.locked()) and not self._unread:
             await self._request_async("status")
         return self.status
 

@@ -49,3 +49,44 @@ def test_health_and_metrics_answer_and_name_a_stalled_writer_while_commits_wait(
             assert r.status == 200, await r.text()
 
     asyncio.run(main())
+
+
+def test_a_request_cancelled_while_the_writer_stalls_neither_blocks_the_loop_nor_shifts_the_answers(tmp_path):
+    """Cancelling a commit in flight (a shutdown, a timeout) used to read its answer on the spot, blocking the
+    event loop until the stalled writer answered; the answer must still be taken off the pipe before the next
+    request's, or every later request would read its predecessor's answer."""
+    import threading
+    import time
+
+    from notary.entry import encode_run
+
+    writer = store_process.StoreProcess(tmp_path / "log.db")
+    pid = writer._process.pid
+
+    async def main():
+        os.kill(pid, signal.SIGSTOP)
+        resume = threading.Timer(LIVENESS / 3, os.kill, (pid, signal.SIGCONT))  # a blocked loop is freed at last
+        resume.start()
+        try:
+            commit = asyncio.ensure_future(writer.append_async([encode_run([bytes(32)], "a")]))
+            while writer.waited() == 0.0:  # sent
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            commit.cancel()
+            await asyncio.gather(commit, return_exceptions=True)
+            assert time.monotonic() - started < LIVENESS / 6, "cancelling waited for the stalled writer"
+            assert commit.cancelled()
+            assert writer.waited() > 0.0  # the writer is still busy with it, and health still says so
+            await asyncio.wait_for(writer.refresh_status_async(), LIVENESS)  # does not queue behind it either
+        finally:
+            resume.cancel()
+            os.kill(pid, signal.SIGCONT)
+        # The cancelled commit happened (its fate was the writer's to decide); the next request gets its own answer.
+        first = await asyncio.wait_for(writer.append_async([encode_run([bytes(32)] * 2, "a")]), LIVENESS)
+        assert first == 1 and writer.waited() == 0.0
+        assert await asyncio.wait_for(writer.append_async([encode_run([bytes(32)], "a")]), LIVENESS) == 3
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
