@@ -15,9 +15,11 @@ appended).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from notary.entry import encode_run, parse_digest_hex
@@ -41,14 +43,31 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
-async def serve_unix(notary: Notary) -> asyncio.AbstractServer:
+class UnixIngest:
+    """The listening unix socket; ``close`` stops it and removes its file (Python 3.11's server leaves it)."""
+
+    def __init__(self, server: asyncio.AbstractServer, path: Path):
+        self.server = server
+        self.path = path
+        self._inode = os.stat(path).st_ino
+
+    def close(self) -> None:
+        self.server.close()
+        # Only the file this server made: another daemon may have bound the path since (its own store
+        # is elsewhere, the socket path is not).
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+
+
+async def serve_unix(notary: Notary) -> UnixIngest:
     path = notary.config.unix_socket
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         path.unlink()
     server = await asyncio.start_unix_server(lambda r, w: _handle(notary, r, w), path=str(path))
     os.chmod(path, 0o660)  # who may connect is the socket's group; who they are is their uid
-    return server
+    return UnixIngest(server, path)
 
 
 async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -133,3 +133,19 @@ def test_peer_uid_reads_uid_t_unsigned():
             return struct.pack("iII", 4242, 3_000_000_000, 3_000_000_000)[:size]
 
     assert peer_uid(Credentials()) == 3_000_000_000
+
+
+def test_the_socket_file_is_removed_at_stop_unless_another_server_took_the_path(tmp_path):
+    async def main():
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, _):
+            path = notary.config.unix_socket
+            assert path.is_socket()
+        assert not path.exists()  # a producer finds no socket, rather than one nobody listens on
+
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, _):
+            path.unlink()  # another server binds the path meanwhile (an operator's restart, another instance)
+            other = await asyncio.start_unix_server(lambda r, w: w.close(), path=str(path))
+        assert path.is_socket()  # not ours: left alone
+        other.close()
+
+    asyncio.run(main())
