@@ -136,8 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = make_workdir(args.workdir, "flask-todo-")
     with contextlib.ExitStack() as cleanup:
         if args.dev_json is not None:
-            info = json.loads(args.dev_json.read_text())
-            url, token, source, dev_json = info["url"], info["token"], PRODUCER, args.dev_json
+            try:
+                info = json.loads(args.dev_json.read_text())
+                url, token = info["url"], info["token"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                print(f"--dev-json {args.dev_json}: not the dev.json of a running `make run` "
+                      f"({type(exc).__name__}: {exc}); start one, or leave --dev-json out to start a notary here",
+                      file=sys.stderr)
+                return 2
+            source, dev_json = PRODUCER, args.dev_json
         else:
             print(f"starting a dev notary under {workdir / 'notary'} ...")
             stack = cleanup.enter_context(ExampleStack(workdir / "notary"))

@@ -65,3 +65,11 @@ def test_a_change_the_notary_did_not_acknowledge_is_not_made(daemon_factory, tmp
         assert alice.get("/todos").get_json()["todos"] == []
     finally:
         handler.close()
+
+
+def test_demo_with_a_dev_json_that_is_not_there_says_so_in_one_sentence(tmp_path):
+    demo = subprocess.run([sys.executable, "-m", "examples.flask_todo.demo", "--workdir", str(tmp_path / "w"),
+                           "--dev-json", str(tmp_path / "var" / "dev" / "dev.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 2
+    assert "not the dev.json of a running `make run`" in demo.stderr and "Traceback" not in demo.stderr
