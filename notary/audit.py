@@ -316,7 +316,7 @@ def audit_seals(
             if v.body is None:
                 found("malformed", v, f"was not read: {v.unread}")
                 continue
-            seal, verified = _check_version(record, v, trust, roots, min_retention, found)
+            seal, verified = _check_version(record, v, trust, roots, min_retention, now, found)
             audited.append(AuditedSeal(record.key, v.version.version_id, v is live[0],
                                        hashlib.sha256(v.body).hexdigest(), v.version.lock, seal, verified))
             if seal is not None:
@@ -393,7 +393,7 @@ def _check_strays(strays: Sequence[StoredSeal], originals: Sequence[tuple[Stored
     return findings
 
 
-def _check_version(record: StoredSeal, v: StoredVersion, trust: TrustedKeys, roots, min_retention, found):
+def _check_version(record: StoredSeal, v: StoredVersion, trust: TrustedKeys, roots, min_retention, now, found):
     """Per-version checks; returns the parsed seal (or None) and its verification (or None)."""
     seal = verified = None
     try:
@@ -412,7 +412,7 @@ def _check_version(record: StoredSeal, v: StoredVersion, trust: TrustedKeys, roo
             found("timestamp", v, str(exc))
         except SignatureError as exc:
             found("signature", v, f"the checkpoint of tree size {seal.tree_size}: {exc}")
-    lock = lock_finding(v.version.lock, verified.time if verified else v.version.last_modified, min_retention)
+    lock = lock_finding(v.version.lock, verified.time if verified else v.version.last_modified, min_retention, now)
     if lock:
         found(lock[0], v, lock[1])
     return seal, verified

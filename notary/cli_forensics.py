@@ -104,7 +104,7 @@ class DaemonIndex:
     def __init__(self, client: HttpClient, source: str, trusted: TrustedKeys):
         self.client, self.source = client, source
         first = client.range_proof(0, 1)  # the latest anchored checkpoint, pinned for the whole run
-        self.checkpoint_text = first["checkpoint"]
+        self.checkpoint_text, _ = _range_answer(first)
         self.signed, self.signed_by = _verify_checkpoint(self.checkpoint_text, trusted)
         self.size = self.signed.checkpoint.size
 
@@ -112,7 +112,7 @@ class DaemonIndex:
         found: dict[bytes, list[int]] = {}
         for start in range(0, len(digests), LOOKUPS_PER_REQUEST):
             chunk = digests[start : start + LOOKUPS_PER_REQUEST]
-            answer = self.client.lookup(chunk, self.source)["indices"]
+            answer = self.client.lookup(chunk, self.source).get("indices")
             if not isinstance(answer, list) or len(answer) != len(chunk):
                 count = len(answer) if isinstance(answer, list) else "no list of"
                 raise ClientError(f"lookup: the notary answered {count} results for {len(chunk)} digests")
@@ -162,8 +162,7 @@ def _all_shown(leaf_only: Sequence[int], start: int, end: int, who: str, filtere
 def _fetch(client: HttpClient, start: int, end: int, size: int | None,
            source: str | None) -> tuple[str, list[bytes], Span]:
     """The checkpoint, range proof and entries of [start, end) as the daemon sends them (not verified yet)."""
-    answer = client.range_proof(start, end, size)
-    proof = [b64decode_strict(h, f"range proof hash {i}") for i, h in enumerate(answer.get("proof", []))]
+    checkpoint, proof = _range_answer(client.range_proof(start, end, size))
     chunks = range(start, end, ENTRIES_PER_REQUEST)
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         texts = pool.map(lambda a: client.entries(a, min(a + ENTRIES_PER_REQUEST, end), source), chunks)
@@ -175,7 +174,17 @@ def _fetch(client: HttpClient, start: int, end: int, size: int | None,
             parse_entry_lines(lines, start, span)
     if span.end != end:
         raise CommandError(f"the notary sent {span.end - start} entries for [{start}, {end})", EXIT_INCLUSION)
-    return answer["checkpoint"], proof, span
+    return checkpoint, proof, span
+
+
+def _range_answer(answer: dict) -> tuple[str, list[bytes]]:
+    """The checkpoint text and proof hashes of a ``GET /v1/range-proof`` answer, or a ClientError saying what is amiss."""
+    checkpoint, proof = answer.get("checkpoint"), answer.get("proof", [])
+    if not isinstance(checkpoint, str):
+        raise ClientError(f"range proof: the notary's answer has no checkpoint text: {str(checkpoint)[:80]}")
+    if not isinstance(proof, list) or not all(isinstance(h, str) for h in proof):
+        raise ClientError(f"range proof: the notary's answer has no list of base64 hashes: {str(proof)[:80]}")
+    return checkpoint, [b64decode_strict(h, f"range proof hash {i}") for i, h in enumerate(proof)]
 
 
 class BundleIndex:

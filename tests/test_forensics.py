@@ -236,3 +236,34 @@ def test_a_daemon_lookup_answer_of_indices_is_taken():
     index = object.__new__(DaemonIndex)
     index.client, index.source = Client(), SOURCE
     assert index.lookup([digest("a"), digest("b")]) == {digest("a"): [0, 7], digest("b"): [0, 7]}
+
+
+@pytest.mark.parametrize("answer", [{}, {"checkpoint": None, "proof": []}, {"checkpoint": "x", "proof": "AAAA"},
+                                    {"checkpoint": "x", "proof": [1]}])
+def test_a_daemon_range_proof_answer_without_a_checkpoint_or_a_list_of_hashes_is_refused_in_a_sentence(answer):
+    """Before: KeyError, AttributeError or TypeError, a traceback instead of exit 1 with a sentence."""
+    from notary.cli_forensics import DaemonIndex, _fetch
+    from notary.client import ClientError
+
+    class Client:
+        def range_proof(self, start, end, size=None):
+            return answer
+
+    with pytest.raises(ClientError, match="range proof: the notary's answer has no"):
+        _fetch(Client(), 0, 1, None, None)
+    with pytest.raises(ClientError, match="range proof: the notary's answer has no"):
+        DaemonIndex(Client(), SOURCE, None)
+
+
+def test_a_daemon_lookup_answer_without_indices_is_refused_in_a_sentence():
+    from notary.cli_forensics import DaemonIndex
+    from notary.client import ClientError
+
+    class Client:
+        def lookup(self, digests, source):
+            return {"anchored_size": 3}
+
+    index = object.__new__(DaemonIndex)
+    index.client, index.source = Client(), SOURCE
+    with pytest.raises(ClientError, match="lookup: the notary answered no list of results"):
+        index.lookup([digest("a")])

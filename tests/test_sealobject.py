@@ -172,3 +172,20 @@ def test_a_compliance_lock_that_has_ended_is_a_finding_with_or_without_a_policy(
     kind, sentence = lock_finding(ended, T[0], None, now=now)
     assert kind == "retention" and "which has passed: it can be deleted now" in sentence
     assert lock_finding(LockStatus("COMPLIANCE", now + datetime.timedelta(days=1)), T[0], None, now=now) is None
+
+
+def test_whether_a_lock_has_ended_is_judged_at_the_audits_time(tmp_path):
+    """The report says when the audit was (``audited_at``); a lock in force then is no finding, one ended then is.
+    Before, the lock was judged at the clock's time whatever ``now`` the audit was given."""
+    key = "p/seals/00000000000000000003.json"
+    body = chain(tmp_path, [3])[0].seal_json(ORIGIN)
+
+    def kinds(now: datetime.datetime) -> set[str]:
+        version = SealVersion("v3", T[5], True, False, len(body), "etag", LockStatus("COMPLIANCE", T[7]))
+        report = audit_seals([StoredSeal(3, key, (StoredVersion(key, version, body),))],
+                             TrustedKeys.from_keyring(keyring()), roots=(), prefix="p/", now=now)
+        assert report.audited_at == now
+        return {f.kind for f in report.findings}
+
+    assert "retention" not in kinds(T[6])  # locked until T7: in force at T6
+    assert "retention" in kinds(T[7] + datetime.timedelta(days=1))
