@@ -174,3 +174,10 @@ def test_a_keyring_that_cannot_be_written_is_one_sentence(keys, tmp_path: Path) 
     result = keys("retire", "unwritable", token=False)
     one_sentence(result, KeyringError, "keyring keyring.json cannot be written: Is a directory (keyring.json.lock)")
     assert Keyring.load(tmp_path / "keyring.json").key("unwritable").status == "pending"
+
+
+def test_a_pin_given_on_the_command_line_is_never_echoed(keys) -> None:
+    for pin in ("4711-0815", "crypto-user:pa55word"):
+        result = keys("generate", "--label", "x", "--name", ORIGIN, "--pin", pin)
+        one_sentence(result, PinError, "never the PIN itself")
+        assert not any(part in result.stderr + result.stdout for part in pin.split(":")), result.stderr
