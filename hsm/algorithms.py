@@ -20,8 +20,8 @@ import hashlib
 from dataclasses import dataclass
 
 from asn1crypto.core import ObjectIdentifier, OctetString
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pkcs11 import KeyType, Mechanism
@@ -98,6 +98,17 @@ class Algorithm:
         if self.sig_type == SIG_ECDSA:
             return encode_ecdsa_signature(raw)
         return raw
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` (as ``encode_signature`` gives it) is ``public_key``'s over ``message``."""
+        try:
+            if self.sig_type == SIG_ECDSA:
+                serialization.load_der_public_key(public_key).verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            else:
+                Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
 
     def spki_pem(self, public_key: bytes) -> str:
         """The public key as an SPKI PEM block, for auditors' tools."""

@@ -345,6 +345,15 @@ def update(path: Path, change: Callable[[Keyring | None], Keyring]) -> Keyring:
     Holds a lock for the whole change, refuses anything but appending events,
     and replaces the file atomically (write, fsync, rename, fsync directory).
     """
+    try:
+        return _update(path, change)
+    except OSError as exc:  # the lock, the temporary file or the rename: one sentence, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise KeyringError(f"keyring {path} cannot be written: {exc.strerror or exc}{where}; "
+                           "check the permissions and free space of its directory") from None
+
+
+def _update(path: Path, change: Callable[[Keyring | None], Keyring]) -> Keyring:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         old = Keyring.load(path) if path.exists() else None

@@ -32,7 +32,8 @@ class PinSource:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise PinError(f"PIN source kind {self.kind!r} is unknown; use one of {', '.join(KINDS)}")
+            # Not echoed: what precedes the first ':' may be part of a PIN given in place of its source.
+            raise PinError(f"PIN source kind is unknown; use one of {', '.join(KINDS)} (never the PIN itself)")
         if not self.ref:
             raise PinError(f"PIN source {self.kind}: names no {self._what()}; give one after '{self.kind}:'")
 
@@ -41,7 +42,8 @@ class PinSource:
         """Parse ``file:<path>``, ``env:<NAME>`` or ``credential:<name>``."""
         kind, sep, ref = text.partition(":")
         if not sep:
-            raise PinError(f"PIN source {text!r} has no kind; write file:<path>, env:<NAME> or credential:<name>")
+            raise PinError("PIN source has no kind; write file:<path>, env:<NAME> or credential:<name> "
+                           "(never the PIN itself)")
         return cls(kind, ref)
 
     def __str__(self) -> str:

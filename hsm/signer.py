@@ -7,8 +7,10 @@ encoding run on the caller's thread; only the token operation goes to the
 PKCS#11 thread, so asyncio tasks and plain threads can share one signer.
 
 ``active_signers`` is how the daemon gets its signers: one per active key of
-the keyring, each checked against the key the token actually holds. A key
-that is pending or retired gets no signer, so it cannot sign.
+the keyring, each checked against the key the token actually holds - its
+public key object, and a probe signature made with its private key and
+verified with the keyring's public key. A key that is pending or retired
+gets no signer, so it cannot sign.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import pkcs11
 from hsm.errors import KeyringError
 from hsm.keyring import Keyring, KeyRecord
 from hsm.token import Token, TokenKey
+
+# Signed by ``signer_for`` to prove the token key is the recorded key pair before anything relies on it.
+PROBE_MESSAGE = b"merkle-notary key probe\n"
 
 
 class HSMSigner:
@@ -58,7 +63,16 @@ def signer_for(token: Token, record: KeyRecord) -> HSMSigner:
             f"key {record.key_id.hex()} in token {token.config.token_label!r} is not the key the keyring "
             "records (different public key); check that the keyring and the token belong together"
         )
-    return HSMSigner(token, key)
+    signer = HSMSigner(token, key)
+    # The id could name the recorded public key and another pair's private key (an id set by hand, a key
+    # imported under it); only a signature tells.
+    if not record.algorithm.verify(record.public_key, PROBE_MESSAGE, signer.sign_blocking(PROBE_MESSAGE)):
+        raise KeyringError(
+            f"key {record.key_id.hex()} in token {token.config.token_label!r} is not the key the keyring "
+            "records (its private key signs for another public key); remove the private key object that "
+            "carries this id in error"
+        )
+    return signer
 
 
 def active_signers(token: Token, keyring: Keyring) -> list[HSMSigner]:

@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -36,6 +37,9 @@ from notary.sealer import Anchorer, Publisher, Sealer, Timestamper
 from notary.sequencer import DigestFinder, LogWriter, Overloaded, Sequencer
 from notary.tlogproof import TlogProof
 from notary.unix_ingest import serve_unix
+
+if TYPE_CHECKING:
+    from hsm.keyring import Keyring
 
 log = logging.getLogger("notary")
 
@@ -260,10 +264,12 @@ class Notary:
 class Adapters:
     """What the daemon needs from the outside world, built from the configuration."""
 
-    signers: Callable[[], list[NoteSigner]]  # one per active key of the keyring as it is now
+    # Both come from one reading of the keyring file, so that the keys that sign and the key
+    # events logged are one version of it, even while `notary keys` changes the file.
+    keyring: Callable[[], Keyring]  # the keyring file as it is now, checked against the origin
+    signers: Callable[[Keyring], list[NoteSigner]]  # one per active key of that keyring
     timestamper: Timestamper
     publisher: Publisher
-    keyring_events: Callable[[bytes | None], list]  # last logged event digest -> events to log
     close: Callable[[], None]
 
 
@@ -294,10 +300,10 @@ async def build_adapters(config: Config) -> Adapters:
     publisher = await SealPublisher.open(client, config.s3.bucket, prefix=config.s3.prefix,
                                          retention=_days(config.s3.retention_days))
     return Adapters(
-        signers=lambda: active_signers(token, load_keyring()),
+        keyring=load_keyring,
+        signers=lambda keyring: active_signers(token, keyring),
         timestamper=TimestampClient(endpoints),
         publisher=publisher,
-        keyring_events=lambda last: load_keyring().unlogged_events(last),
         close=token.close,
     )
 
@@ -312,14 +318,16 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
     """Run until SIGTERM/SIGINT. Returns the exit status."""
     config = load_config(config_path)
     adapters = await build_adapters(config)
-    notary = Notary(config, signers=adapters.signers(), timestamper=adapters.timestamper, publisher=adapters.publisher)
+    keyring = adapters.keyring()
+    notary = Notary(config, signers=adapters.signers(keyring), timestamper=adapters.timestamper,
+                    publisher=adapters.publisher)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloading = asyncio.Lock()
     try:
         # The keyring's history is checked against what the log holds before
         # the sealer signs anything with its keys.
-        events = adapters.keyring_events(await notary.last_logged_key_event())
+        events = keyring.unlogged_events(await notary.last_logged_key_event())
         await notary.start()
         await notary.log_key_events(events)
         runner = web.AppRunner(build_app(notary), access_log=None)
@@ -393,8 +401,9 @@ async def _reload(notary: Notary, config_path: Path, adapters: Adapters, reloadi
             fresh = load_config(config_path)
             if fresh.origin != notary.config.origin or fresh.data_dir != notary.config.data_dir:
                 raise NotaryError("origin and data_dir cannot change on reload; restart the service")
-            signers = adapters.signers()
-            events = adapters.keyring_events(await notary.last_logged_key_event())
+            keyring = adapters.keyring()
+            signers = adapters.signers(keyring)
+            events = keyring.unlogged_events(await notary.last_logged_key_event())
             # The events go into the log before their keys sign; if that fails, nothing has changed.
             logged = await notary.log_key_events(events)
         except Exception as exc:  # a bad reload keeps the running configuration

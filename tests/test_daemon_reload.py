@@ -56,10 +56,9 @@ class Daemon:
 
 
 def adapters_for(path: Path) -> daemon.Adapters:
-    load = lambda: Keyring.load(path)  # noqa: E731
-    return daemon.Adapters(signers=lambda: [k.label for k in load().active_keys()], timestamper=None,
-                           publisher=None, keyring_events=lambda last: load().unlogged_events(last),
-                           close=lambda: None)
+    return daemon.Adapters(keyring=lambda: Keyring.load(path),
+                           signers=lambda keyring: [k.label for k in keyring.active_keys()],
+                           timestamper=None, publisher=None, close=lambda: None)
 
 
 def rotation(origin: str) -> tuple[Keyring, Keyring]:
@@ -126,3 +125,25 @@ def test_two_signals_close_together_log_each_key_event_once(tmp_path):
 
     asyncio.run(two())
     assert len(notary.logged) == new  # before: each reload logged them (2 * new)
+
+
+def test_the_keys_that_sign_are_those_of_the_key_events_logged(tmp_path):
+    """`notary keys retire key-a` commits while a reload runs. Before, the reload took its signers from one
+    reading of the keyring and its key events from a second one: the log recorded key-a's retirement, and
+    key-a went on signing every checkpoint until the next reload."""
+    config = load_config(EXAMPLE)
+    before, after = rotation(config.origin)
+    overlap = Keyring(after.name, after.events[:-1])  # key-b activated beside key-a, key-a not retired yet
+    path = tmp_path / "keyring.json"
+    path.write_bytes(overlap.encode())
+
+    class RetiredDuringReload(Daemon):
+        async def last_logged_key_event(self):
+            path.write_bytes(after.encode())
+            return await super().last_logged_key_event()
+
+    notary = RetiredDuringReload(config, ["key-a"], before.events[-1].digest())
+    reload(notary, path)
+    logged = Keyring(after.name, before.events + tuple(notary.logged))  # the history the log now attests
+    assert notary.last == logged.events[-1].digest()
+    assert notary.signers == [k.label for k in logged.active_keys()]

@@ -162,3 +162,22 @@ def test_retiring_the_only_active_key_is_refused(keys, tmp_path: Path) -> None:
     result = keys("retire", key_id, token=False)
     one_sentence(result, KeyringError, f"key {key_id} is the only active key")
     assert Keyring.load(tmp_path / "keyring.json").key(key_id).status == "active"
+
+
+def test_a_keyring_that_cannot_be_written_is_one_sentence(keys, tmp_path: Path) -> None:
+    """Before, an OSError while locking or writing the keyring (a directory the operator may not write, a
+    full disk) ended the command in a traceback."""
+    generated = keys("generate", "--label", "unwritable", "--name", ORIGIN)
+    assert generated.returncode == 0, generated.stderr
+    (tmp_path / "keyring.json.lock").unlink()
+    (tmp_path / "keyring.json.lock").mkdir()  # the lock cannot be opened, as in a directory the user may not write
+    result = keys("retire", "unwritable", token=False)
+    one_sentence(result, KeyringError, "keyring keyring.json cannot be written: Is a directory (keyring.json.lock)")
+    assert Keyring.load(tmp_path / "keyring.json").key("unwritable").status == "pending"
+
+
+def test_a_pin_given_on_the_command_line_is_never_echoed(keys) -> None:
+    for pin in ("4711-0815", "crypto-user:pa55word"):
+        result = keys("generate", "--label", "x", "--name", ORIGIN, "--pin", pin)
+        one_sentence(result, PinError, "never the PIN itself")
+        assert not any(part in result.stderr + result.stdout for part in pin.split(":")), result.stderr

@@ -10,10 +10,12 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pkcs11
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pkcs11 import Attribute, ObjectClass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -266,6 +268,26 @@ def test_signer_refuses_a_token_key_that_differs_from_the_keyring(token: Token, 
     wrong_point = KeyRecord(ecdsa_key.key_id, "x", ECDSA_P256, token.generate(ECDSA_P256, "decoy").public_key, ACTIVE)
     with pytest.raises(KeyringError, match="not the key the keyring records"):
         signer_for(token, wrong_point)
+
+
+def test_signer_refuses_a_private_key_of_another_pair_under_the_recorded_id(token: Token) -> None:
+    """The token's public key object is the keyring's, but the private key carrying the id belongs to
+    another pair (an id set by hand, a key imported under it). Before, the daemon started (or reloaded)
+    with that signer and every seal then failed its verification: no checkpoint was signed any more."""
+    recorded = token.generate(ECDSA_P256, "pair-recorded")
+    other = token.generate(ECDSA_P256, "pair-other")
+
+    def swap(session: pkcs11.Session) -> None:
+        mine = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=recorded.key_id)
+        theirs = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=other.key_id)
+        mine[Attribute.ID] = bytes(16)
+        theirs[Attribute.ID] = recorded.key_id
+
+    token.call(swap)
+    ring = with_key(Keyring(ORIGIN), recorded).activate(recorded.key_id.hex())
+    assert token.key(recorded.key_id).public_key == recorded.public_key  # the public half still matches
+    with pytest.raises(KeyringError, match="its private key signs for another public key"):
+        active_signers(token, ring)
 
 
 # --- strict parsing -------------------------------------------------------------

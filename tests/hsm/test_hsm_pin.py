@@ -41,7 +41,7 @@ def test_pin_from_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("env:NOTARY_TEST_UNSET", "environment variable NOTARY_TEST_UNSET holding the PIN is not set"),
         ("credential:hsm-pin", "CREDENTIALS_DIRECTORY is not set"),
         ("1234", "has no kind"),
-        ("pin:1234", "kind 'pin' is unknown"),
+        ("pin:1234", "kind is unknown"),
         ("file:", "names no file"),
     ],
 )
@@ -64,3 +64,11 @@ def test_world_readable_pin_file_is_refused(tmp_path: Path) -> None:
 def test_empty_pin_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PinError, match="is empty"):
         PinSource("file", str(private_file(tmp_path / "pin", "\n"))).read()
+
+
+@pytest.mark.parametrize("text", ["1234", SECRET])
+def test_a_pin_given_in_place_of_its_source_is_never_echoed(text: str) -> None:
+    """Before, the message quoted the source text: the whole PIN, or the part before its first ':'."""
+    with pytest.raises(PinError, match="never the PIN itself") as info:
+        PinSource.parse(text)
+    assert not any(part in str(info.value) for part in text.split(":"))
