@@ -91,4 +91,8 @@ class PinSource:
             value = value[:-1]
         if not value:
             raise PinError(f"PIN source {self} is empty; put the PIN in it")
+        if "\r" in value or "\n" in value:
+            # Logging in with it would be one failed login toward locking the HSM user: refuse first.
+            raise PinError(f"PIN source {self} holds a line break (a file saved with CRLF line ends, or more "
+                           "than one line); a PIN is one line: rewrite it with a single LF at most")
         return value

@@ -72,3 +72,11 @@ def test_a_pin_given_in_place_of_its_source_is_never_echoed(text: str) -> None:
     with pytest.raises(PinError, match="never the PIN itself") as info:
         PinSource.parse(text)
     assert not any(part in str(info.value) for part in text.split(":"))
+
+
+@pytest.mark.parametrize("text", [SECRET + "\r\n", SECRET + "\r", SECRET + "\n\n", "1234\nabcd\n"])
+def test_a_pin_file_with_a_line_break_inside_is_refused_before_any_login(tmp_path: Path, text: str) -> None:
+    """A CRLF file would otherwise be tried as a PIN ending in CR: one failed login toward the HSM's lockout."""
+    with pytest.raises(PinError, match="holds a line break") as info:
+        PinSource("file", str(private_file(tmp_path / "pin", text))).read()
+    assert SECRET not in str(info.value) and "abcd" not in str(info.value)
