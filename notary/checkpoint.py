@@ -77,6 +77,8 @@ def parse_checkpoint_text(text: str) -> Checkpoint:
     if len(lines) < 3:
         raise FormatError(f"checkpoint has {len(lines)} lines, expected origin, tree size and root hash")
     if len(lines) > 3:
+        if "" in lines:  # c2sp.org/tlog-checkpoint: every line is non-empty (an extra blank line, not an extension)
+            raise FormatError(f"checkpoint line {lines.index('') + 1} is empty")
         raise FormatError(f"checkpoint has extension lines, which are not accepted: {lines[3][:60]!r}")
     origin, size_text, root_text = lines
     try:

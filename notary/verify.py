@@ -3,7 +3,9 @@
 ``verify_record`` runs every check it has the material for and returns a
 ``RecordVerdict``: one ``Check`` per step, each ``ok``, ``failed`` or ``not
 checked`` with a sentence, and the exit status of ``notary verify``
-(``EXIT_*``: the lowest code among the failed checks, 0 when none failed).
+(``EXIT_*``: the lowest code among the failed checks; when none failed, 0
+only if the signature check passed, since a root nobody trusted signed
+proves nothing).
 
 The checks, in order of their exit codes:
 
@@ -81,7 +83,10 @@ class RecordVerdict:
     @property
     def exit_code(self) -> int:
         failed = [c.exit_code for c in self.checks if c.status == FAILED]
-        return min(failed) if failed else EXIT_OK
+        if failed:
+            return min(failed)
+        # An unsigned root vouches for nothing: without a verified signature there is no verdict to give.
+        return EXIT_OK if any(c.name == "signature" and c.status == OK for c in self.checks) else EXIT_SIGNATURE
 
     @property
     def ok(self) -> bool:
@@ -91,7 +96,7 @@ class RecordVerdict:
         """The verdict in one paragraph for a person."""
         digest = self.entry.digest.hex()
         if not self.ok:
-            first = next(c for c in self.checks if c.status == FAILED and c.exit_code == self.exit_code)
+            first = next(c for c in self.checks if c.status != OK and c.exit_code == self.exit_code)
             return f"NOT VERIFIED: record {digest}: {first.detail}"
         # Without a record, what holds is the proof of its digest, not that any given record is the one.
         head = (f"VERIFIED: record {digest} (the record given)" if self.record_given else

@@ -289,6 +289,7 @@ ROOT_B64 = base64.b64encode(bytes(range(32))).decode()
         (f"log\n99999999999999999999\n{ROOT_B64}\n", "not a decimal number"),
         (f"log\n9223372036854775808\n{ROOT_B64}\n", "larger than"),
         (f"log\n11\n{ROOT_B64}\nextension\n", "extension lines"),
+        (f"log\n11\n\n{ROOT_B64}\n", "checkpoint line 3 is empty"),
         ("log\n11\n" + base64.b64encode(b"\x00" * 31).decode() + "\n", "31 bytes, expected 32"),
         ("log\n11\n" + ROOT_B64[:-2] + "9=\n", "not canonical base64"),
         (f"\n11\n{ROOT_B64}\n", "key name is empty"),
@@ -354,6 +355,7 @@ PROOF = V["tlog_proofs"][1]["text"]
         (PROOF.split("\n\n")[0], "no blank line"),
         (PROOF.replace("index 4\n", "index 4\n" + ("A" * 43 + "=\n") * 65), "69 path hashes, more than the limit of 64"),
         (PROOF.replace("extra AaKz", "extra AqKz"), "entry version is 0x02"),
+        (PROOF.replace("\n\n", "\n\n\n", 1), "checkpoint line 1 is empty"),
     ],
 )
 def test_malformed_tlog_proofs_are_refused(text, message):
