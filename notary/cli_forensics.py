@@ -90,9 +90,12 @@ def _dev_info(path: Path | None) -> dict:
     if path is None:
         return {}
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot read dev stack file {path}: {exc}", EXIT_USAGE) from None
+    if not isinstance(info, dict):
+        raise CommandError(f"{path} is not a dev stack's dev.json (a JSON object)", EXIT_USAGE)
+    return info
 
 
 # -- the two views of the log --------------------------------------------------

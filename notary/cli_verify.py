@@ -127,6 +127,9 @@ def s3_requests_option(p: argparse.ArgumentParser) -> None:
                         "lower it if S3 throttles")
 
 
+MAX_RETENTION_DAYS = 36_500  # as config.py bounds s3.retention_days; far beyond it a date passes the year 9999
+
+
 def retention_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-retention-days", type=int, metavar="N",
                    help="require each seal locked until at least N days after its timestamp")
@@ -134,8 +137,9 @@ def retention_option(p: argparse.ArgumentParser) -> None:
 
 def retention(args: argparse.Namespace) -> datetime.timedelta | None:
     """--min-retention-days as a duration (None: any COMPLIANCE lock will do)."""
-    if args.min_retention_days is not None and args.min_retention_days < 0:
-        raise CommandError(f"--min-retention-days is {args.min_retention_days}, expected 0 or more", EXIT_USAGE)
+    if args.min_retention_days is not None and not 0 <= args.min_retention_days <= MAX_RETENTION_DAYS:
+        raise CommandError(f"--min-retention-days is {args.min_retention_days}, expected 0 to {MAX_RETENTION_DAYS} "
+                           "(100 years, the most s3.retention_days allows)", EXIT_USAGE)
     return None if args.min_retention_days is None else datetime.timedelta(days=args.min_retention_days)
 
 
@@ -150,9 +154,12 @@ def _dev_info(args: argparse.Namespace) -> dict:
     if args.dev_json is None:
         return {}
     try:
-        return json.loads(_read(args.dev_json))
+        info = json.loads(_read(args.dev_json))
     except ValueError as exc:
         raise CommandError(f"{args.dev_json} is not JSON: {exc}", EXIT_USAGE) from None
+    if not isinstance(info, dict):
+        raise CommandError(f"{args.dev_json} is not a dev stack's dev.json (a JSON object)", EXIT_USAGE)
+    return info
 
 
 def _trust(args: argparse.Namespace, dev: dict, origin: str | None = None) -> TrustedKeys:
@@ -260,6 +267,7 @@ _MAX_HOURS = 100 * 366 * 24
 def _audit(args: argparse.Namespace) -> int:
     from notary.audit import audit_bucket
 
+    min_retention = retention(args)  # the options first: a usage error needs no keys, roots or bucket
     dev = _dev_info(args)
     trust = _trust(args, dev)
     roots = _roots(args, dev, required=True)
@@ -271,7 +279,7 @@ def _audit(args: argparse.Namespace) -> int:
         newest_within = datetime.timedelta(hours=args.newest_within)
     s3 = reader(args, dev)
     try:
-        report = asyncio.run(audit_bucket(s3, trust, roots, min_retention=retention(args), newest_within=newest_within))
+        report = asyncio.run(audit_bucket(s3, trust, roots, min_retention=min_retention, newest_within=newest_within))
     finally:
         s3.close()
     if args.json:

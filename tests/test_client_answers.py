@@ -16,6 +16,7 @@ import pytest
 from examples.fintech import quarterly
 from notary.cli import main
 from notary.client import AcknowledgedNotSealedError, AsyncHttpClient, ClientError, HttpClient
+from tests.support import SoftwareSigner
 
 # What api.py answers a ?wait=sealed request whose entries were not anchored before the daemon stopped.
 STOPPED = json.dumps({"error": "stopping before entries 7..8 were anchored; do not submit again: fetch the proofs "
@@ -129,3 +130,21 @@ def test_missing_input_files_are_one_sentence(tmp_path, capsys):
     assert "is not a dev stack's dev.json" in capsys.readouterr().err
     assert main(["status", "--token-file", str(tmp_path / "token")]) == 1
     assert "--token-file" in capsys.readouterr().err
+
+
+def test_offline_commands_refuse_a_dev_json_that_is_not_an_object_and_an_absurd_retention(tmp_path, capsys):
+    dev = tmp_path / "dev.json"
+    dev.write_text("[1]")
+    proof = tmp_path / "p.tlog-proof"
+    proof.write_text("c2sp.org/tlog-proof@v1\n")
+    log = tmp_path / "a.log"
+    log.write_text("a\n")
+    for command in (["verify", str(proof)], ["audit"], ["verify-log", str(log), "--source", "s"]):
+        assert main([*command, "--dev-json", str(dev)]) == 2, command
+        err = capsys.readouterr().err
+        assert "is not a dev stack's dev.json" in err and "Traceback" not in err, err
+    # Far beyond 100 years a seal's required lock end passes the year 9999 (it was an OverflowError traceback).
+    vkey = str(SoftwareSigner.ed25519(b"\x07" * 32).verifier("log.example/a"))
+    for days in ("3000000", "-1"):
+        assert main(["audit", "--min-retention-days", days, "--vkey", vkey]) == 2
+        assert "--min-retention-days is" in capsys.readouterr().err

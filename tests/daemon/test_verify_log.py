@@ -193,6 +193,8 @@ def test_unreadable_or_empty_log_file_is_a_clear_error(notarized, capsys, tmp_pa
     ("notary-log-bundle/v1\nrange 5 3\n\n", "bundle range [5, 3) is empty"),
     ("notary-log-bundle/v1\nrange 0 2\n\n0 leaf " + "00" * 32 + "\n\nx", "needs 2 entry lines, it has 1"),
     ("notary-log-bundle/v1\nrange 0 1\n\n0 zz" + "00" * 31 + " a\n\nx", "digest of entry 0 is not 64 hex digits"),
+    # 64 characters, one a space: bytes.fromhex would skip it and give 31 bytes, an inclusion failure (exit 5)
+    ("notary-log-bundle/v1\nrange 0 1\n\n0 leaf " + "00" * 31 + " 0\n\nx", "leaf hash of entry 0 is not 64 hex digits"),
 ])
 def test_malformed_bundle_is_a_clear_error(notarized, capsys, tmp_path, text, message):
     d, base, indices, info = notarized
