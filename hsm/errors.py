@@ -68,6 +68,18 @@ class TokenError(HSMError):
     exit_code = 18
 
 
+class SessionLostError(TokenError):
+    """The session with the token is gone (HSM connection dropped, token removed, login lost).
+
+    No call on it can succeed again; a new session, with a new login, is
+    needed. ``restart_needed`` tells a caller that does not know this package
+    (the notary's sealer) to end the process rather than retry: the daemon
+    exits, systemd starts it again, and the start logs in once more.
+    """
+
+    restart_needed = True
+
+
 # PKCS#11 return values a person can act on, as (error class, sentence).
 # ``{token}`` is the token label; the sentence says what to fix.
 _SENTENCES: dict[type[p11.PKCS11Error], tuple[type[HSMError], str]] = {
@@ -93,7 +105,7 @@ _SENTENCES: dict[type[p11.PKCS11Error], tuple[type[HSMError], str]] = {
         "this process is already logged in to token {token!r}; keep one session per token "
         "and close it before opening another",
     ),
-    p11.UserNotLoggedIn: (TokenError, "the session with token {token!r} is not logged in; open it with the user PIN"),
+    p11.UserNotLoggedIn: (SessionLostError, "the session with token {token!r} is not logged in; open it with the user PIN"),
     p11.MechanismInvalid: (
         MechanismError,
         "token {token!r} does not support the mechanism asked for; choose another algorithm",
@@ -104,10 +116,10 @@ _SENTENCES: dict[type[p11.PKCS11Error], tuple[type[HSMError], str]] = {
     ),
     p11.SessionReadOnly: (TokenError, "the session with token {token!r} is read-only; this operation needs a read-write session"),
     p11.TokenWriteProtected: (TokenError, "token {token!r} is write-protected; key generation needs a writable token"),
-    p11.DeviceRemoved: (TokenError, "token {token!r} was removed or the HSM connection dropped; restart to open a new session"),
-    p11.TokenNotPresent: (TokenError, "token {token!r} is not present; check the HSM connection and restart"),
-    p11.SessionHandleInvalid: (TokenError, "the session with token {token!r} was lost; restart to open a new session"),
-    p11.SessionClosed: (TokenError, "the session with token {token!r} is closed; restart to open a new session"),
+    p11.DeviceRemoved: (SessionLostError, "token {token!r} was removed or the HSM connection dropped; restart to open a new session"),
+    p11.TokenNotPresent: (SessionLostError, "token {token!r} is not present; check the HSM connection and restart"),
+    p11.SessionHandleInvalid: (SessionLostError, "the session with token {token!r} was lost; restart to open a new session"),
+    p11.SessionClosed: (SessionLostError, "the session with token {token!r} is closed; restart to open a new session"),
     p11.DeviceMemory: (TokenError, "token {token!r} is out of memory; delete unused objects or use another token"),
     p11.AttributeSensitive: (TokenError, "token {token!r} refuses to reveal a sensitive attribute of the key"),
     p11.KeyUnextractable: (TokenError, "token {token!r} refuses to export the key, which is not extractable"),

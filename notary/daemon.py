@@ -365,7 +365,12 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
             stopper.cancel()
             dead = [t for t in notary.tasks if t.done()]
             for task in dead:
-                log.critical("internal loop %s ended unexpectedly: %r", task.get_name(), task.exception())
+                exc = task.exception()
+                if getattr(exc, "restart_needed", False):
+                    log.critical("%s: exiting so that systemd starts the notary again with a new session; "
+                                 "every acknowledged entry is durable and is sealed after the start", exc)
+                else:
+                    log.critical("internal loop %s ended unexpectedly: %r", task.get_name(), exc)
             systemd.notify("STOPPING=1")
             return 1
 

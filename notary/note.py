@@ -155,7 +155,9 @@ class NoteSigner(Protocol):
     ``sig_type`` is ``SIG_ED25519`` or ``SIG_ECDSA``; ``public_key`` is the raw
     32-byte Ed25519 key or the ECDSA key's SPKI DER; ``sign`` returns the
     type's signature over ``message`` (64 raw bytes, or an ASN.1 DER ECDSA
-    signature over SHA-256(message)).
+    signature over SHA-256(message)). An exception from ``sign`` whose
+    ``restart_needed`` attribute is true (``hsm.errors.SessionLostError``)
+    ends the daemon, to be started again, instead of being retried.
     """
 
     sig_type: int

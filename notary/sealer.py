@@ -151,6 +151,11 @@ class Sealer:
                 await self.seal_now()
                 self.last_error = None
             except Exception as exc:  # an HSM hiccup must not end sealing: log, retry at the next turn
+                if getattr(exc, "restart_needed", False):
+                    # The signer's session is gone for good (hsm.errors.SessionLostError): retrying here
+                    # would fail forever while entries pile up unsealed. Ending this loop ends the daemon
+                    # (notary.daemon.serve), and systemd starts it again with a new session.
+                    raise
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("sealing tree size %d failed, retrying: %s", self._sequencer.size, exc)

@@ -149,3 +149,50 @@ def test_concurrent_tasks_and_threads_all_get_valid_signatures(token: Token, key
         assert len(pairs) == per_worker, worker
         for message, signature in pairs:
             verify_with_cryptography(key, message, signature)
+
+
+_LOSE_SESSION = """
+import asyncio, json, os, sys
+from pathlib import Path
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hsm.algorithms import ED25519
+from hsm.devtoken import init_dev_token
+from hsm.pin import PinSource
+from hsm.signer import HSMSigner
+from hsm.token import SOFTHSM2_MODULE, Token, TokenConfig
+
+base = Path(sys.argv[1])
+init_dev_token(Path(os.environ["SOFTHSM2_CONF"]), "lost-session", base / "user.pin")
+token = Token.open(TokenConfig(SOFTHSM2_MODULE, "lost-session", PinSource("file", str(base / "user.pin"))), rw=True)
+signer = HSMSigner(token, token.generate(ED25519, "lost"))
+Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign_blocking(b"m"), b"m")
+token.call(lambda session: session.close())  # what a dropped HSM connection leaves behind
+try:
+    asyncio.run(signer.sign(b"m"))
+except Exception as exc:
+    print(json.dumps({"mro": [c.__name__ for c in type(exc).__mro__], "restart_needed":
+                      getattr(exc, "restart_needed", False), "message": str(exc)}))
+"""
+
+
+def test_a_lost_session_is_a_SessionLostError_that_asks_for_a_restart(softhsm, tmp_path) -> None:
+    """Real SoftHSM2, in a child process with a token of its own (SoftHSM2 lists its tokens once per
+    process): the session closed underneath the signer. The daemon's sealer ends on this error, and systemd
+    starts the notary again with a new session (tests/test_sealer_restart.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.hsm.conftest import REPO
+
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    child = subprocess.run([sys.executable, "-c", _LOSE_SESSION, str(tmp_path)], cwd=REPO, capture_output=True,
+                           text=True, timeout=120, env=dict(os.environ, SOFTHSM2_CONF=str(conf)))
+    assert child.returncode == 0, child.stderr
+    outcome = json.loads(child.stdout)
+    assert outcome["mro"][:3] == ["SessionLostError", "TokenError", "HSMError"], outcome
+    assert outcome["restart_needed"] is True
+    assert "lost-session" in outcome["message"] and ("was lost" in outcome["message"] or "is closed" in outcome["message"])
