@@ -28,7 +28,7 @@ from notary import store_process, systemd
 from notary.api import NotAnchoredBeforeStop, NotAnchoredInTime, NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
 from notary.config import KEY_EVENT_SOURCE, Config, load_config, read_s3_credentials
-from notary.entry import EntryRun, encode_run
+from notary.entry import Entry, EntryRun, encode_run
 from notary.errors import NotaryError
 from notary.metrics import Metrics
 from notary.note import NoteSigner
@@ -116,12 +116,25 @@ class Notary:
         self._signers = list(signers)
 
     async def log_key_events(self, events: Sequence) -> int:
-        """Append the digests of key events not logged yet (oldest first); return how many."""
+        """Append the digests of key events not logged yet (oldest first); return how many were appended.
+
+        The log is looked at first: a crash between the append and the record
+        of the last event logged (seals.db) leaves that record behind, and the
+        next start is handed the same events again. A key event's digest is
+        unique (it holds its sequence number, time and key), so one already
+        in the log under the daemon's own source is that event.
+        """
         if not events:
             return 0
-        await self.sequencer.submit(encode_run([e.digest() for e in events], KEY_EVENT_SOURCE))
-        await self.seals.set_state(_LAST_KEY_EVENT, events[-1].digest())
-        return len(events)
+        digests = [e.digest() for e in events]
+        hits = await self.find_all(digests)
+        wanted = [Entry(d, KEY_EVENT_SOURCE).encode() for d in digests]
+        logged = await self.writer.lookup(lambda s: [any(s.entry(i) == w for i in h) for w, h in zip(wanted, hits)])
+        new = [d for d, seen in zip(digests, logged) if not seen]
+        if new:
+            await self.sequencer.submit(encode_run(new, KEY_EVENT_SOURCE))
+        await self.seals.set_state(_LAST_KEY_EVENT, digests[-1])
+        return len(new)
 
     async def last_logged_key_event(self) -> bytes | None:
         return await self.seals.get_state(_LAST_KEY_EVENT)

@@ -178,7 +178,7 @@ except Exception as exc:
 def test_a_lost_session_is_a_SessionLostError_that_asks_for_a_restart(softhsm, tmp_path) -> None:
     """Real SoftHSM2, in a child process with a token of its own (SoftHSM2 lists its tokens once per
     process): the session closed underneath the signer. The daemon's sealer ends on this error, and systemd
-    starts the notary again with a new session (tests/test_sealer_restart.py)."""
+    starts the notary again with a new session (tests/test_daemon_restarts.py)."""
     import json
     import os
     import subprocess

@@ -1,5 +1,10 @@
-"""A signer whose session is gone for good ends the sealer, and with it the daemon, instead of failing every
-turn while entries pile up unsealed; an ordinary signing failure is retried. In process (tests/inprocess.py)."""
+"""What a restart of the daemon must find, in process (tests/inprocess.py).
+
+A signer whose session is gone for good ends the sealer, and with it the
+daemon (systemd starts it again), instead of failing every turn while entries
+pile up unsealed; an ordinary signing failure is retried. Key events logged
+just before a crash are not logged again by the next start.
+"""
 
 from __future__ import annotations
 
@@ -69,5 +74,44 @@ def test_a_lost_session_ends_the_sealer_and_an_ordinary_failure_is_retried(tmp_p
             for task in notary.tasks[2:]:
                 task.cancel()
             notary.close()
+
+    asyncio.run(main())
+
+
+def test_key_events_logged_before_a_crash_are_not_logged_again(tmp_path, monkeypatch):
+    """The append and the record of the last event logged (seals.db) are two writes: a crash between them
+    handed the next start the same events again, and the log held them twice."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from notary.config import KEY_EVENT_SOURCE
+    from notary.entry import Entry, encode_run
+    from tests.inprocess import running
+
+    events = [SimpleNamespace(digest=lambda n=n: hashlib.sha256(b"key event %d" % n).digest()) for n in range(3)]
+
+    async def main():
+        async with running(tmp_path) as (notary, _):
+            # A producer's entry holding the same digest is not the event: only the daemon's own source counts.
+            await notary.submit(encode_run([events[2].digest()], "producer"))
+
+            async def crash(key, value):
+                raise OSError("the host lost power here (injected)")
+
+            real = notary.seals.set_state
+            monkeypatch.setattr(notary.seals, "set_state", crash)
+            try:
+                await notary.log_key_events(events[:2])
+            except OSError:
+                pass
+            monkeypatch.setattr(notary.seals, "set_state", real)
+            assert await notary.last_logged_key_event() is None  # the record never happened
+
+            assert await notary.log_key_events(events) == 1  # handed all three again: only the third is new
+            assert await notary.last_logged_key_event() == events[2].digest()
+            found = await notary.find_all([e.digest() for e in events])
+            own = [[i for i in hits if await notary.writer.run(lambda s, i=i: s.entry(i))
+                    == Entry(e.digest(), KEY_EVENT_SOURCE).encode()] for e, hits in zip(events, found)]
+            assert [len(i) for i in own] == [1, 1, 1], own
 
     asyncio.run(main())
