@@ -325,6 +325,10 @@ def _print_report(args, report, against: str, cp, signers: list[str], lines: int
     tally = (f"{c['notarized']} lines notarized in order, {c['reordered']} reordered, {c['altered']} altered, "
              f"{c['inserted']} inserted, {c['deleted']} entries deleted, {c['pending']} not sealed yet")
     verdict = {"tampered": "TAMPERED", "pending": "INCOMPLETE", "clean": "CLEAN"}[_result(report)]
+    if report.span is None and lines:
+        # Every line "inserted" is also what a wrong --source looks like: say so before the verdict.
+        print(f"  no line of the file is notarized under source {args.source!r} up to tree size {cp.size}: either "
+              "every line was replaced or added, or the file was submitted under another source (check --source)")
     print(f"{verdict}: {tally}")
 
 

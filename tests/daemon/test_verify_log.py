@@ -250,3 +250,12 @@ def test_lines_notarized_after_the_anchored_checkpoint_are_pending_not_tampered(
     assert [(f["kind"], f["lines"], f["indices"]) for f in report["findings"]] == \
         [("pending", [n], [i]) for n, i in zip(range(first + 1, first + 4), indices)]
     assert [r["status"] for r in report["records"]] == ["notarized"] * first + ["pending"] * 3
+
+
+def test_a_file_checked_under_the_wrong_source_says_that_may_be_why(notarized, capsys):
+    d, base, indices, info = notarized
+    code, out, err = verify_log(capsys, info, base / "app.log", "--source", "someone-else")
+    assert code == 9  # as for a file whose every line was replaced: the two cannot be told apart
+    assert "no line of the file is notarized under source 'someone-else'" in out and "check --source" in out
+    code, out, err = verify_log(capsys, info, base / "app.log")
+    assert code == 0 and "check --source" not in out
