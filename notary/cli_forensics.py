@@ -49,6 +49,7 @@ ENTRIES_PER_REQUEST = 1 << 16  # the daemon's MAX_ENTRIES_PER_REQUEST
 LOOKUPS_PER_REQUEST = 10_000  # the daemon's default limits.max_request_digests
 FETCH_THREADS = 4
 SHOW_FINDINGS = 200  # findings printed for people; --json has them all
+EDGE_WINDOW = 1 << 16  # entries looked at past each end of the span for more of the source's records
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -127,14 +128,23 @@ class DaemonIndex:
         return found
 
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
-        # Every entry of the span, not only the source's: one shown by its leaf hash alone could be the source's.
+        span = self._verified(start, end)
+        _all_shown(_leaf_only(span), start, end, "the notary")
+        return [(i, d) for i, d, s in span.records if s == self.source]
+
+    def edge_records(self, start: int, end: int) -> list[tuple[int, bytes]] | None:
+        """As ``entries``, outside the span: None when an entry is shown by its leaf hash alone (whose, unknown)."""
+        span = self._verified(start, end)
+        return None if _leaf_only(span) else [(i, d) for i, d, s in span.records if s == self.source]
+
+    def _verified(self, start: int, end: int) -> Span:
+        # Every entry of the range, not only the source's: one shown by its leaf hash alone could be the source's.
         checkpoint, proof, span = _fetch(self.client, start, end, self.size, None)
         if checkpoint != self.checkpoint_text:
             raise CommandError(f"the notary proved [{start}, {end}) against another checkpoint than the one pinned "
                                f"at the start (tree size {self.size})", EXIT_INCLUSION)
         _verify_span(span, proof, self.signed)
-        _all_shown(_leaf_only(span), start, end, "the notary")
-        return [(i, d) for i, d, s in span.records if s == self.source]
+        return span
 
 
 def _leaf_only(span: Span) -> list[int]:
@@ -226,6 +236,14 @@ class BundleIndex:
         _all_shown(self._leaf_only, start, end, "a bundle written by notary export", self._filtered)
         return self._records[bisect.bisect_left(self._keys, start) : bisect.bisect_left(self._keys, end)]
 
+    def edge_records(self, start: int, end: int) -> list[tuple[int, bytes]] | None:
+        """As ``entries``, outside the span: None when an entry is shown by its leaf hash alone (whose, unknown)."""
+        start, end = max(start, self.range[0]), min(end, self.range[1])
+        k = bisect.bisect_left(self._leaf_only, start)
+        if k < len(self._leaf_only) and self._leaf_only[k] < end:
+            return None
+        return self._records[bisect.bisect_left(self._keys, start) : bisect.bisect_left(self._keys, end)]
+
 
 def _verify_checkpoint(text: str, trusted: TrustedKeys) -> tuple[SignedCheckpoint, list[str]]:
     """The checkpoint and the names of the trusted keys that signed it (keys given as strings: no time needed)."""
@@ -281,6 +299,7 @@ def _verify_log(args: argparse.Namespace) -> int:
         index = DaemonIndex(HttpClient(url), args.source, trusted)
         against = f"notary {url}"
     report = analyse(digests, index)
+    edges = None if report.span is None else _edges(index, report.span)
     cp = index.signed.checkpoint
     signers = index.signed_by
     if args.json:
@@ -289,6 +308,7 @@ def _verify_log(args: argparse.Namespace) -> int:
             "checkpoint": {"origin": cp.origin, "tree_size": cp.size, "root_hash": cp.root_hash.hex(),
                            "signed_by": signers},
             "span": None if report.span is None else {"from": report.span[0], "to": report.span[1]},
+            "edges": edges,
             "result": _result(report), "counts": report.counts(),
             "findings": [f.to_json() for f in report.findings],
             "records": [{"line": n, "status": s, "index": i}
@@ -297,8 +317,31 @@ def _verify_log(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        _print_report(args, report, against, cp, signers, len(digests))
+        _print_report(args, report, against, cp, signers, len(digests), edges)
     return EXIT_TAMPERED if report.tampered else EXIT_PENDING if report.pending else EXIT_OK
+
+
+def _edges(index, span: tuple[int, int]) -> dict:
+    """The source's records just outside the span: the last before it and the first after it, verified.
+
+    The span runs from the file's first to its last notarized line, so lines
+    cut from either end of the file leave no trace inside it; they are the
+    source's records next to it. So are a previous or a later file's, which
+    is why this is reported, not judged. Looked for within EDGE_WINDOW
+    entries of each end (and the bundle's range); None: none there, or not
+    knowable (a bundle that shows other sources' entries as leaf hashes).
+    """
+    low, high = max(0, span[0] - EDGE_WINDOW), min(index.size, span[1] + EDGE_WINDOW)
+    if isinstance(index, BundleIndex):
+        low, high = max(low, index.range[0]), min(high, index.range[1])
+    found: dict = {"looked_in": {"from": low, "to": high}}
+    for side, start, end in (("before", low, span[0]), ("after", span[1], high)):
+        records = index.edge_records(start, end) if start < end else []
+        if records is None:  # leaf hashes in the window: whose they are is not known
+            found[side] = "unknown"
+        else:
+            found[side] = None if not records else records[-1][0] if side == "before" else records[0][0]
+    return found
 
 
 def _check_source_option(source: str) -> None:
@@ -312,7 +355,7 @@ def _result(report) -> str:
     return "tampered" if report.tampered else "pending" if report.pending else "clean"
 
 
-def _print_report(args, report, against: str, cp, signers: list[str], lines: int) -> None:
+def _print_report(args, report, against: str, cp, signers: list[str], lines: int, edges: dict | None) -> None:
     span = "none (no line of the file is notarized)" if report.span is None else \
         f"entries [{report.span[0]}, {report.span[1]})"
     print(f"{args.file}: {lines} lines, source {args.source!r}, checked against {against}")
@@ -325,6 +368,17 @@ def _print_report(args, report, against: str, cp, signers: list[str], lines: int
     tally = (f"{c['notarized']} lines notarized in order, {c['reordered']} reordered, {c['altered']} altered, "
              f"{c['inserted']} inserted, {c['deleted']} entries deleted, {c['pending']} not sealed yet")
     verdict = {"tampered": "TAMPERED", "pending": "INCOMPLETE", "clean": "CLEAN"}[_result(report)]
+    if edges is not None:
+        if isinstance(edges["after"], int):
+            print(f"  the source notarized more records after the file's last notarized line (the next is entry "
+                  f"{edges['after']}): lines cut from the end of the file, or a later file's records")
+        if isinstance(edges["before"], int):
+            print(f"  the source notarized records before the file's first notarized line (the last is entry "
+                  f"{edges['before']}): lines cut from the start of the file, or an earlier file's records")
+        unknown = [side for side in ("before", "after") if edges[side] == "unknown"]
+        if unknown:
+            print(f"  whether the source notarized records {' or '.join(unknown)} the file's span is not known: "
+                  "entries there are shown by their leaf hashes alone")
     if report.span is None and lines:
         # Every line "inserted" is also what a wrong --source looks like: say so before the verdict.
         print(f"  no line of the file is notarized under source {args.source!r} up to tree size {cp.size}: either "

@@ -139,3 +139,27 @@ def test_a_malformed_chain_proof_is_a_format_error(doc):
 
     with pytest.raises(FormatError):
         parse_chain(doc)
+
+
+def test_past_the_span_a_leaf_hash_makes_the_edge_unknown_not_absent(tmp_path, capsys, log):
+    """Lines cut from the end of the file are pointed at by the source's next record; a bundle that shows an
+    entry past the span by its leaf hash alone could hide that record, so the edge is "unknown", never None."""
+    import json
+
+    store, checkpoint = log
+    size = store.size
+    proof = rangeproof.range_proof(0, size, size, store.subtree_hash)
+    path = tmp_path / "cut.log"
+    path.write_text("".join(t + "\n" for t in LINES[:8]))  # lines 8 and 9 cut from the end
+    edges = {}
+    for hide in (None, 2 * 9):
+        bundle = tmp_path / f"{hide}.bundle"
+        bundle.write_text("".join(format_bundle(0, size, None, proof, lines_of(store, 0, size, None, hide), checkpoint)))
+        capsys.readouterr()
+        code = main(["verify-log", str(path), "--source", "app", "--bundle", str(bundle), "--json",
+                     "--vkey", str(SIGNER.verifier(ORIGIN))])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["result"] == "clean" and report["span"] == {"from": 0, "to": 15}
+        edges[hide] = report["edges"]
+    assert edges[None]["after"] == 16 and edges[None]["before"] is None  # line 8's entry
+    assert edges[18]["after"] == "unknown"

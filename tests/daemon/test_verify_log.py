@@ -259,3 +259,40 @@ def test_a_file_checked_under_the_wrong_source_says_that_may_be_why(notarized, c
     assert "no line of the file is notarized under source 'someone-else'" in out and "check --source" in out
     code, out, err = verify_log(capsys, info, base / "app.log")
     assert code == 0 and "check --source" not in out
+
+
+def test_lines_cut_from_either_end_leave_the_verdict_clean_and_are_pointed_at(notarized, capsys, tmp_path):
+    """The span is the file's own, so a cut end cannot be judged (a later file looks the same), but the source's
+    records next to the span are named: the first cut line's entry, verified against the checkpoint."""
+    d, base, indices, info = notarized
+    cut_end = tampered(tmp_path, "cut-end.log", LINES[:-3])
+    code, out, err = verify_log(capsys, info, cut_end)
+    assert code == 0 and "CLEAN" in out, out + err
+    assert f"more records after the file's last notarized line (the next is entry {indices[-3]})" in out
+
+    cut_start = tampered(tmp_path, "cut-start.log", LINES[3:])
+    code, out, err = verify_log(capsys, info, cut_start, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["result"] == "clean"
+    assert report["edges"]["before"] == indices[2]
+
+    # The whole file: nothing of the source before it; after it, the fixture's last record (b"\xee" * 32).
+    code, out, err = verify_log(capsys, info, base / "app.log", "--json")
+    edges = json.loads(out)["edges"]
+    assert code == 0 and edges["before"] is None and edges["after"] > indices[-1]
+    assert edges["looked_in"]["from"] == 0
+
+
+def test_a_bundle_reports_the_edges_within_its_range(notarized, capsys, tmp_path):
+    d, base, indices, info = notarized
+    full = tmp_path / "full.bundle"
+    start, end = indices[0], indices[-1] + 1
+    assert main(["export", "--from", str(start), "--to", str(end), "--dev-json", str(info), "-o", str(full)]) == 0
+    capsys.readouterr()
+    cut_end = tampered(tmp_path, "cut-end.log", LINES[:-3])
+    code, out, err = verify_log(capsys, info, cut_end, "--bundle", str(full), "--json")
+    edges = json.loads(out)["edges"]
+    assert code == 0 and edges["after"] == indices[-3] and edges["looked_in"] == {"from": start, "to": end}
+    # The whole file against the same bundle: the bundle ends with it, so nothing is seen past it.
+    code, out, err = verify_log(capsys, info, base / "app.log", "--bundle", str(full), "--json")
+    assert code == 0 and json.loads(out)["edges"]["after"] is None
