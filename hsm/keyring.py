@@ -354,6 +354,9 @@ def update(path: Path, change: Callable[[Keyring | None], Keyring]) -> Keyring:
 
 
 def _update(path: Path, change: Callable[[Keyring | None], Keyring]) -> Keyring:
+    # Through a symlink (a keyring kept on another volume, or under configuration management), the
+    # file it points at is the keyring: renaming over the link would leave that file behind, stale.
+    path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         old = Keyring.load(path) if path.exists() else None

@@ -217,6 +217,17 @@ def test_update_only_appends(tmp_path: Path) -> None:
     assert Keyring.load(path).key("k").status == ACTIVE
 
 
+
+def test_update_through_a_symlink_writes_the_file_it_points_at(tmp_path: Path) -> None:
+    real = tmp_path / "vault" / "keyring.json"
+    real.parent.mkdir()
+    link = tmp_path / "keyring.json"
+    link.symlink_to(real)
+    keyring_file.update(link, lambda old: generated(Keyring(ORIGIN)))
+    keyring_file.update(link, lambda old: old.activate("k"))
+    assert link.is_symlink() and link.resolve() == real  # before: replaced by a file, the target left stale
+    assert Keyring.load(real).key("k").status == ACTIVE
+
 # --- rotation against the token -------------------------------------------------
 
 
