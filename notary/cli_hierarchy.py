@@ -97,7 +97,8 @@ def _verify_chain(args: argparse.Namespace) -> int:
     from notary.hierarchy import parse_chain, verify_chain
 
     trust = {level: _trust(argparse.Namespace(keyring=getattr(args, f"{level}_keyring"),
-                                              vkey=getattr(args, f"{level}_vkey")), {})
+                                              vkey=getattr(args, f"{level}_vkey")), {},
+                           options=f"--{level}-keyring FILE or --{level}-vkey KEY")
              for level in ("host", "central")}
     roots = _roots(args, {}, required=True)
     try:

@@ -162,7 +162,8 @@ def _dev_info(args: argparse.Namespace) -> dict:
     return info
 
 
-def _trust(args: argparse.Namespace, dev: dict, origin: str | None = None) -> TrustedKeys:
+def _trust(args: argparse.Namespace, dev: dict, origin: str | None = None,
+           options: str = "--keyring FILE or --vkey KEY") -> TrustedKeys:
     trust = TrustedKeys(())
     try:
         if args.keyring is not None:
@@ -171,7 +172,7 @@ def _trust(args: argparse.Namespace, dev: dict, origin: str | None = None) -> Tr
     except (FormatError, KeyringError) as exc:
         raise CommandError(f"malformed input: {exc}", EXIT_MALFORMED) from None
     if not trust.keys:
-        raise CommandError("no trusted key: give --keyring FILE or --vkey KEY (from `notary keys export`)", EXIT_USAGE)
+        raise CommandError(f"no trusted key: give {options} (from `notary keys export`)", EXIT_USAGE)
     if origin is not None:
         if trust.origin not in (None, origin):
             raise CommandError(f"--origin {origin} is not the keyring's log {trust.origin}", EXIT_USAGE)

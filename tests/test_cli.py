@@ -78,3 +78,12 @@ def test_the_command_line_starts_without_the_http_and_s3_libraries():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["-", "aiohttp"]
+
+
+def test_verify_chain_without_keys_names_its_own_options(tmp_path, capsys):
+    from notary.cli import main
+
+    chain = tmp_path / "chain"
+    chain.write_text("x\n")
+    assert main(["verify-chain", str(chain), "--digest", "00" * 32, "--tsa-roots", str(tmp_path / "roots.pem")]) == 2
+    assert "give --host-keyring FILE or --host-vkey KEY" in capsys.readouterr().err  # not --keyring / --vkey
