@@ -246,7 +246,10 @@ def _verify(args: argparse.Namespace) -> int:
         stored, bucket = None, ""
         if args.s3:
             s3 = reader(args, dev)
-            stored, bucket = asyncio.run(fetch_seal(s3, proof.signed.checkpoint.size)), s3.bucket
+            try:
+                stored, bucket = asyncio.run(fetch_seal(s3, proof.signed.checkpoint.size)), s3.bucket
+            finally:
+                s3.close()
         verdict = verify_record(proof, trust, record_digest=digest, seal=seal, roots=roots, stored=stored, bucket=bucket)
     except FormatError as exc:
         raise CommandError(f"malformed input: {exc}", EXIT_MALFORMED) from None
