@@ -328,8 +328,9 @@ def _edges(index, span: tuple[int, int]) -> dict:
     cut from either end of the file leave no trace inside it; they are the
     source's records next to it. So are a previous or a later file's, which
     is why this is reported, not judged. Looked for within EDGE_WINDOW
-    entries of each end (and the bundle's range); None: none there, or not
-    knowable (a bundle that shows other sources' entries as leaf hashes).
+    entries of each end (and the bundle's range); None: none there;
+    "unknown": an entry there is shown by its leaf hash alone, and could be
+    one of the source's.
     """
     low, high = max(0, span[0] - EDGE_WINDOW), min(index.size, span[1] + EDGE_WINDOW)
     if isinstance(index, BundleIndex):
