@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from notary import rangeproof
-from notary.entry import Entry, check_source, entries_from_hex, parse_digest_hex, parse_digest_list
+from notary.entry import check_source, entries_from_hex, parse_digest_hex, parse_digest_list
 from notary.errors import FormatError, NotaryError
 from notary.logbundle import entry_line
 from notary.sequencer import CommitUnknown, RetryLater, TooLarge
@@ -269,12 +269,7 @@ def build_app(notary: Notary) -> web.Application:
         source = _source_param(request)
         anchored = notary.anchorer.latest_anchored
 
-        indices = await notary.find_all(digests)  # one scan with the other lookups waiting meanwhile
-        if source is not None:
-            def of_source(s) -> list[list[int]]:
-                return [[i for i in hits if s.entry(i) == Entry(d, source).encode()] for d, hits in zip(digests, indices)]
-
-            indices = await notary.writer.lookup(of_source)
+        indices = await notary.find_all(digests, source)
         return web.json_response({"anchored_size": 0 if anchored is None else anchored.tree_size, "indices": indices})
 
     @routes.get("/v1/range-proof")

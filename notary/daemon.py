@@ -32,7 +32,7 @@ from notary.entry import Entry, EntryRun, encode_run
 from notary.errors import NotaryError
 from notary.metrics import Metrics
 from notary.note import NoteSigner
-from notary.seals import SealDB
+from notary.seals import Seal, SealDB
 from notary.sealer import Anchorer, Publisher, Sealer, Timestamper
 from notary.sequencer import DigestFinder, LogWriter, Overloaded, Sequencer
 from notary.tlogproof import TlogProof
@@ -127,10 +127,8 @@ class Notary:
         if not events:
             return 0
         digests = [e.digest() for e in events]
-        hits = await self.find_all(digests)
-        wanted = [Entry(d, KEY_EVENT_SOURCE).encode() for d in digests]
-        logged = await self.writer.lookup(lambda s: [any(s.entry(i) == w for i in h) for w, h in zip(wanted, hits)])
-        new = [d for d, seen in zip(digests, logged) if not seen]
+        logged = await self.find_all(digests, KEY_EVENT_SOURCE)
+        new = [d for d, hits in zip(digests, logged) if not hits]
         if new:
             await self.sequencer.submit(encode_run(new, KEY_EVENT_SOURCE))
         await self.seals.set_state(_LAST_KEY_EVENT, digests[-1])
@@ -160,8 +158,16 @@ class Notary:
     async def find(self, digest: bytes) -> list[int]:
         return await self.finder.find(digest)
 
-    async def find_all(self, digests: Sequence[bytes]) -> list[list[int]]:
-        return await self.finder.find_all(digests)
+    async def find_all(self, digests: Sequence[bytes], source: str | None = None) -> list[list[int]]:
+        """For each digest, the indices of the entries holding it (of ``source`` only, if given), in log order."""
+        found = await self.finder.find_all(digests)  # one scan with the other lookups waiting meanwhile
+        if source is None:
+            return found
+
+        def of_source(s) -> list[list[int]]:
+            return [[i for i in hits if s.entry(i) == Entry(d, source).encode()] for d, hits in zip(digests, found)]
+
+        return await self.writer.lookup(of_source)
 
     async def wait_anchored(self, index: int, timeout: float | None = None) -> None:
         """Until an anchored seal covers entry ``index``.
@@ -200,21 +206,23 @@ class Notary:
                 raise NotaryError(f"entry {index} is not in the tree of size {size}")
             if not seal.anchored:  # it is waiting for the TSA and S3: the proof exists in a moment
                 raise NotYetSealed(f"the seal at tree size {size} is not anchored yet; retry shortly")
-        path, entry = await self.writer.run(lambda s: (s.inclusion_proof(index, seal.tree_size), s.entry(index)))
-        if entry is None:
-            raise NotaryError(f"entry {index} was appended as a bare leaf hash and has no entry to show")
-        return TlogProof(entry=entry, index=index, path=tuple(path), signed=parse_signed_checkpoint(seal.checkpoint))
+        return (await self._proofs(seal, range(index, index + 1)))[0]
 
     async def tlog_proofs(self, indices: range) -> list[TlogProof]:
         """The tlog-proofs of ``indices`` against the latest anchored seal, read in turns of 256 on the read thread."""
         seal = self.anchorer.latest_anchored
         if seal is None or seal.tree_size < indices.stop:
             raise NotYetSealed(f"entries up to {indices.stop - 1} are not covered by an anchored seal yet; retry shortly")
+        return await self._proofs(seal, indices)
+
+    async def _proofs(self, seal: Seal, indices: range) -> list[TlogProof]:
+        """The tlog-proofs of ``indices`` against ``seal``, read in turns of 256 (other reads go between)."""
         signed = parse_signed_checkpoint(seal.checkpoint)
         proofs: list[TlogProof] = []
         for start in range(indices.start, indices.stop, 256):
             part = range(start, min(start + 256, indices.stop))
-            read = await self.writer.run(lambda s: [(s.inclusion_proof(i, seal.tree_size), s.entry(i)) for i in part])
+            read = await self.writer.run(lambda s, part=part: [(s.inclusion_proof(i, seal.tree_size), s.entry(i))
+                                                                for i in part])
             for i, (path, entry) in zip(part, read):
                 if entry is None:
                     raise NotaryError(f"entry {i} was appended as a bare leaf hash and has no entry to show")
