@@ -22,6 +22,7 @@ from hsm.errors import KeyringError
 from hsm.keyring import Keyring
 
 from notary.client import record_digest
+from notary.config import MAX_RETENTION_DAYS  # as s3.retention_days: far beyond it a date passes the year 9999
 from notary.entry import parse_digest_hex
 from notary.errors import FormatError, NotaryError
 from notary.trust import TrustedKeys
@@ -125,9 +126,6 @@ def s3_requests_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-requests", type=int, default=S3_REQUESTS, metavar="N",
                    help=f"S3 requests kept in flight while reading seals (default: {S3_REQUESTS}); "
                         "lower it if S3 throttles")
-
-
-MAX_RETENTION_DAYS = 36_500  # as config.py bounds s3.retention_days; far beyond it a date passes the year 9999
 
 
 def retention_option(p: argparse.ArgumentParser) -> None:
