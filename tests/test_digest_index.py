@@ -226,11 +226,12 @@ def test_verify_finds_a_damaged_index(tmp_path, damage, found):
             store.verify()
 
 
-# Indexes a store forever, printing the boundary after each commit.
+# Says "open" once the store is open, then indexes it, printing the boundary after each commit.
 INDEXER = """
 import sys
 from notary.store import LogStore
 store = LogStore(sys.argv[1], readonly=True)
+print("open", flush=True)
 while store.index_pending(700):
     print(store.indexed, flush=True)
 """
@@ -246,6 +247,8 @@ def test_kill_mid_indexing_keeps_index_and_boundary_together(tmp_path):
     said = 0
     for _ in range(8):
         proc = subprocess.Popen([sys.executable, "-c", INDEXER, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+        # The random moment counts from the open store, not from the interpreter's start.
+        assert proc.stdout.readline().strip() == "open", "the indexer did not open the store"
         time.sleep(rng.uniform(0.3, 0.9))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()

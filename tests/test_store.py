@@ -26,12 +26,14 @@ def batch_entries(b: int) -> list[bytes]:
     return [b"batch-%d-entry-%d" % (b, j) for j in range(BATCH)]
 
 
-# A writer that appends numbered batches forever and prints the size after each commit.
+# A writer that says "open" once the store is open, then appends numbered batches
+# forever and prints the size after each commit.
 WRITER = """
 import sys
 from notary.store import LogStore
 from tests.test_store import batch_entries
 store = LogStore(sys.argv[1], create=True)
+print("open", flush=True)
 b = store.size // {batch}
 while True:
     store.append_entries(batch_entries(b))
@@ -48,6 +50,10 @@ def test_kill_mid_append_keeps_exactly_committed_batches(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
     for round_ in range(12):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+        # Kill only once the store is open: on a slow machine the interpreter's
+        # start alone can outlast the shortest sleep, and the file would not exist.
+        first = proc.stdout.readline().strip()
+        assert first == "open", f"round {round_}: the writer did not open the store (said {first!r})"
         time.sleep(rng.uniform(0.3, 1.2))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
