@@ -238,18 +238,38 @@ def test_a_handler_used_after_fork_raises_in_the_child(tmp_path):
         [(n, d, n - 1) for n, d in line_digests(sink)]
 
 
+class Held:
+    """An in-process notary that holds each submission until released."""
+
+    timeout = 60.0
+
+    def __init__(self):
+        self.entered, self.release, self.next = threading.Event(), threading.Event(), 0
+
+    def submit_indices(self, digests):
+        self.entered.set()
+        self.release.wait(30)
+        first, self.next = self.next, self.next + len(digests)
+        return list(range(first, first + len(digests)))
+
+
 def test_a_fail_open_call_does_not_wait_for_a_fail_closed_one(tmp_path):
-    h = NotaryHandler(tmp_path / "audit.jsonl", Numbering(delay=2.0))
+    notary = Held()
+    h = NotaryHandler(tmp_path / "audit.jsonl", notary)
     payments, ui = h.attach("test.wait.payments"), h.attach("test.wait.ui", "fail_open")
     t = threading.Thread(target=payments.info, args=({"pay": 1},))
     t.start()
-    time.sleep(0.3)  # the fail-closed call now waits for the notary
-    started = time.monotonic()
-    ui.info({"click": 1})
-    waited = time.monotonic() - started
-    t.join()
+    try:
+        assert notary.entered.wait(10), "the fail-closed call never reached the notary"
+        u = threading.Thread(target=ui.info, args=({"click": 1},))
+        u.start()
+        u.join(10)
+        # The fail-open call came back while the fail-closed one was still held at the notary.
+        assert not u.is_alive() and t.is_alive()
+    finally:
+        notary.release.set()
+        t.join()
     h.close()
-    assert waited < 0.5
 
 
 def test_fail_closed_callers_wait_at_most_the_transport_timeout_however_many(tmp_path):
