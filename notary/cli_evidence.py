@@ -42,7 +42,8 @@ VERIFY_PACK_EXIT_CODES = f"""exit status:
   {EXIT_MANIFEST}  a file differs from SHA256SUMS, is missing, or is not listed; or report.html, transcript.txt or
      keys/key-history.txt differs from the one rebuilt from the pack's data
   {EXIT_SEAL}  a seal is malformed, not signed by a key in service at its time, not timestamped by a trusted TSA,
-     or not the seal the audit read (pack.json and audit/audit.json disagree on it)
+     or not the seal the audit read (pack.json and audit/audit.json disagree on it, or on the bucket and
+     prefix: the audit is of another one)
   {EXIT_CHAIN}  the seals do not chain, or do not cover the period: a seal is missing inside the period, an
      original seal of audit/audit.json in the pack's range is missing, the pack holds no seal, timestamps go
      backwards across the period's bounds, or the pack was made before the period's end

@@ -18,9 +18,10 @@ What ``verify_pack`` checks: every file against ``SHA256SUMS``; every seal's
 token against the pack's TSA roots and its signatures by a key of the pack's
 keyring in service at the token's time; each seal's link to the one before
 (RFC 9162 §2.1.4.2); which seals fall in the period, and that the pack was
-made after its end; that each seal is the original the audit read, and that
-every original the audit read in the pack's range of tree sizes is in the
-pack; the audit's findings on that range; and that the pages (key history,
+made after its end; that the audit is of the bucket and prefix the pack
+names; that each seal is the original the audit read, and that every
+original the audit read in the pack's range of tree sizes is in the pack;
+the audit's findings on that range; and that the pages (key history,
 transcript, report) are the ones its data gives.
 
 What it cannot check: pack.json, audit.json and SHA256SUMS are signed by no
@@ -69,6 +70,7 @@ BEFORE, PERIOD, AFTER = "before", "period", "after"
 EXIT_MALFORMED = 3  # pack.json, the keyring or the TSA roots cannot be read
 EXIT_MANIFEST = 4  # a file differs from SHA256SUMS, is missing, or is not listed
 EXIT_SEAL = 5  # a seal is malformed, not signed by a key in service, not timestamped by a trusted TSA, or not the audited one
+               # (pack.json and audit.json disagree on it, or on the bucket and prefix the seals are from)
 EXIT_CHAIN = 6  # the seals do not chain, or do not cover the period
 EXIT_FINDINGS = 9  # the pack's audit recorded problems on the pack's seals
 
@@ -502,7 +504,10 @@ def verify_contents(files: Mapping[str, bytes]) -> PackVerdict:
                             EXIT_MALFORMED))
     else:
         problems += _stated_against_audit(pack, originals)
-        checks.append(Check("audit", FAILED if findings else OK,
+        elsewhere = _audit_of_other_prefix(pack, audit)
+        problems += elsewhere
+        checks.append(Check("audit", FAILED, f"{AUDIT_JSON} {elsewhere[0].message}", EXIT_SEAL) if elsewhere else
+                      Check("audit", FAILED if findings else OK,
                             f"{AUDIT_JSON} records {len(findings)} finding(s) on the pack's seals" if findings else
                             f"{AUDIT_JSON}: the audit of s3://{pack['bucket']}/{pack['prefix']} made with the pack "
                             "recorded no problem on the pack's range of tree sizes (locks, versions, chain)",
@@ -525,7 +530,8 @@ _PACK_FIELDS = {"format": _STR, "origin": _STR, "bucket": _STR, "prefix": _STR, 
 _PERIOD_FIELDS = {"start": _STR, "end": _STR}
 _PACK_SEAL_FIELDS = {"file": _STR, "tree_size": _INT, "role": _STR, "s3_key": _STR, "version_id": _STR,
                      "sha256": _STR, "lock_mode": _OPT_STR, "retain_until": _OPT_STR}
-_AUDIT_FIELDS = {"format": _STR, "latest_tree_size": _OPT_INT, "findings": (list,), "seals": (list,)}
+_AUDIT_FIELDS = {"format": _STR, "bucket": _STR, "prefix": _STR, "latest_tree_size": _OPT_INT, "findings": (list,),
+                 "seals": (list,)}
 _AUDIT_SEAL_FIELDS = {"key": _STR, "version_id": _STR, "original": (bool,), "sha256": _STR, "lock_mode": _OPT_STR,
                       "retain_until": _OPT_STR}  # and tree_size, an int, when the object is a seal
 _FINDING_FIELDS = {"kind": _STR, "key": _STR, "version_id": _OPT_STR, "tree_size": _OPT_INT, "message": _STR}
@@ -721,6 +727,16 @@ def _missing_originals(seals: Sequence[PackSeal], stated: set[str], audit: dict)
                     f"tree sizes {low} to {'the latest' if high is None else high}", EXIT_CHAIN)
             for size, entry in sorted(_originals_by_size(audit).items())
             if low <= size and (high is None or size <= high) and seal_file(size) not in held]
+
+
+def _audit_of_other_prefix(pack: dict, audit: dict) -> list[Problem]:
+    """audit.json must be the audit of the bucket and prefix pack.json names: an audit of another one vouches for
+    none of the pack's seals (its versions, locks and findings are another prefix's)."""
+    if (audit["bucket"], audit["prefix"]) == (pack["bucket"], pack["prefix"]):
+        return []
+    return [Problem(AUDIT_JSON, f"is the audit of bucket {audit['bucket']!r}, prefix {audit['prefix']!r}, but "
+                    f"{PACK_JSON} says the pack's seals are from bucket {pack['bucket']!r}, prefix {pack['prefix']!r}: "
+                    "the audit's versions, locks and findings are not those of the pack's seals", EXIT_SEAL)]
 
 
 def _stated_against_audit(pack: dict, originals: Mapping[int, dict]) -> list[Problem]:

@@ -208,6 +208,7 @@ def _pop_each(key):
     (AUDIT_JSON, lambda d: d["seals"][1].__setitem__("tree_size", True), "has no field seals[1].tree_size of type "
      "an integer"),
     (AUDIT_JSON, lambda d: d.__setitem__("format", "x"), "has format 'x', expected 'notary-audit/v1'"),
+    (AUDIT_JSON, lambda d: d.pop("prefix"), "has no field prefix of type a string"),
 ])
 def test_malformed_json_is_exit_3_naming_file_and_field(tmp_path, capsys, path, change, message):
     files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
@@ -259,10 +260,32 @@ def test_edited_page_fails_naming_the_file(tmp_path, path, old, new):
 
 
 def test_report_of_other_data_fails(tmp_path):
-    """pack.json's bucket is checked by nothing else: the report and the transcript show it."""
+    """The report and the transcript show pack.json's bucket: edited alone, it differs from audit.json's as well."""
     files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
     result = verify_pack(refresh_manifest(edit_json(files, PACK_JSON, lambda d: d.__setitem__("bucket", "other"))))
-    assert result.exit_code == EXIT_MANIFEST and [p.file for p in result.problems] == [REPORT, TRANSCRIPT]
+    assert result.exit_code == EXIT_SEAL and [p.file for p in result.problems] == [AUDIT_JSON, REPORT, TRANSCRIPT]
+
+
+@pytest.mark.parametrize("path, field, value, audited", [
+    (PACK_JSON, "bucket", "other", ("b", "p/")),
+    (AUDIT_JSON, "bucket", "other", ("other", "p/")),
+    (AUDIT_JSON, "prefix", "q/", ("b", "q/")),
+])
+def test_audit_of_another_bucket_or_prefix_fails_naming_both(tmp_path, capsys, path, field, value, audited):
+    """A clean audit.json of another prefix (or a pack.json that names another) vouches for none of the pack's seals,
+    even with the pages and SHA256SUMS made again to match."""
+    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+    forged = forge(edit_json(files, path, lambda d: d.__setitem__(field, value)))
+    stated = ("b", "p/") if path == AUDIT_JSON else ("other", "p/")
+    result = verify_pack(forged)
+    assert result.exit_code == EXIT_SEAL
+    assert _lines(result) == [f"{AUDIT_JSON}: is the audit of bucket {audited[0]!r}, prefix {audited[1]!r}, but "
+                              f"{PACK_JSON} says the pack's seals are from bucket {stated[0]!r}, prefix {stated[1]!r}: "
+                              "the audit's versions, locks and findings are not those of the pack's seals"]
+    assert next(c for c in result.checks if c.name == "audit").status == "failed"
+    write_pack(tmp_path / "pack", forged)
+    assert main(["verify-pack", str(tmp_path / "pack")]) == EXIT_SEAL
+    assert capsys.readouterr().out.startswith("NOT VERIFIED")
 
 
 def test_page_made_from_changed_data_keeps_the_datas_exit_status(tmp_path):
