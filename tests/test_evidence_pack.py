@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import pytest
 
@@ -20,12 +22,19 @@ from notary.evidence import (
     TRANSCRIPT, Period, build_pack, seal_file, verify_pack, write_pack,
 )
 from tests.packkit import (
-    UTC, SealedLog, audit, edit_json, forge, keyring, make_pack, pack_json, refresh_manifest, relinked,
+    HOUR, UTC, SealedLog, audit, edit_json, forge, keyring, make_pack, pack_json, refresh_manifest, relinked,
 )
 
 NOW = datetime.datetime.now(UTC)
-HOUR = datetime.timedelta(hours=1)
-AROUND_NOW = Period(NOW - HOUR, NOW + HOUR)  # packs are made at its end (make_pack)
+AROUND_NOW = Period(NOW - HOUR, NOW + HOUR)
+
+
+@pytest.fixture(scope="module")
+def small_pack(tmp_path_factory) -> Mapping[str, bytes]:
+    """The pack of seals 3 and 5, closed by 6, for tests that check edited copies of it (read-only: shared)."""
+    files, verdict = make_pack(tmp_path_factory.mktemp("small"), [3, 5])
+    assert verdict.ok
+    return MappingProxyType(files)
 
 
 def _lines(verdict) -> list[str]:
@@ -40,7 +49,7 @@ def _without(files: dict, *sizes: int) -> dict:
 
 
 def test_untouched_pack_verifies_with_every_check(tmp_path):
-    files, verdict = make_pack(tmp_path, [3, 5, 8], AROUND_NOW)
+    files, verdict = make_pack(tmp_path, [3, 5, 8])
     assert verdict.ok
     result = verify_pack(files)
     assert result.ok and result.exit_code == 0, _lines(result)
@@ -52,20 +61,20 @@ def test_untouched_pack_verifies_with_every_check(tmp_path):
 
 
 def test_seals_cut_from_the_end_are_missing_against_audit_json(tmp_path):
-    files, _ = make_pack(tmp_path, [3, 5, 8, 13], AROUND_NOW)
-    forged = forge(edit_json(_without(files, 8, 13), PACK_JSON, lambda d: d.__setitem__("latest_tree_size", 5)))
+    files, _ = make_pack(tmp_path, [3, 5, 8, 13])
+    forged = forge(edit_json(_without(files, 8, 13, 14), PACK_JSON, lambda d: d.__setitem__("latest_tree_size", 5)))
     result = verify_pack(forged)
     assert result.exit_code == EXIT_CHAIN
-    for size in (8, 13):
+    for size in (8, 13, 14):
         assert f"{seal_file(size)}: is missing from the pack, but the audit read the original seal of tree size " \
                f"{size} (p/seals/" in "\n".join(_lines(result))
     assert f"{PACK_JSON}: says the bucket held seals up to tree size 5 when the pack was made, but {AUDIT_JSON} " \
-           "says 13" in _lines(result)
+           "says 14" in _lines(result)
 
 
 @pytest.mark.parametrize("latest, exit_code", [(None, EXIT_CHAIN), (..., EXIT_MALFORMED), (True, EXIT_MALFORMED)])
 def test_latest_tree_size_is_required_and_must_be_audit_jsons(tmp_path, latest, exit_code):
-    files, _ = make_pack(tmp_path, [3, 5, 8], AROUND_NOW)
+    files, _ = make_pack(tmp_path, [3, 5, 8])
 
     def change(doc):
         if latest is ...:
@@ -78,44 +87,50 @@ def test_latest_tree_size_is_required_and_must_be_audit_jsons(tmp_path, latest, 
                for p in result.problems), _lines(result)
 
 
-def test_seal_removed_mid_period_and_the_next_relinked_is_missing_against_audit_json(tmp_path):
-    """previous_tree_size and consistency_proof are covered by no signature: the next seal can be relinked over
-    the gap. The pack's audit.json still lists the removed original."""
-    log = SealedLog(tmp_path, 13)
-    bodies = log.seals([3, 5, 8, 13])
-    files, verdict = build_pack(audit(bodies, log.roots_pem), AROUND_NOW, keyring().encode(), log.roots_pem,
-                                created_at=AROUND_NOW.end)
+def _relinked_without_5(tmp_path) -> tuple[dict, dict, Callable[[dict], None]]:
+    """A pack of seals 3, 5, 8 and 13 (closed by 14); that pack with 5 removed and 8 relinked over the gap
+    (previous_tree_size and consistency_proof are covered by no signature), pack.json's SHA-256 of 8 rewritten to
+    match; and that rewrite, for audit.json."""
+    log = SealedLog(tmp_path, 14)
+    bodies, period = log.period_seals([3, 5, 8, 13])
+    files, verdict = build_pack(audit(bodies, log.roots_pem), period, keyring().encode(), log.roots_pem,
+                                created_at=datetime.datetime.now(UTC))
     assert verdict.ok
     body = relinked(log, bodies[2], 3)
     digest = hashlib.sha256(body).hexdigest()
 
-    def rewrite(doc, field, key):
+    def rewrite(doc):
         for entry in doc["seals"]:
-            if entry["tree_size"] == 8:
-                entry[field] = digest
-    forged = _without(files, 5) | {seal_file(8): body}
-    forged = edit_json(forged, AUDIT_JSON, lambda d: rewrite(d, "sha256", "tree_size"))
-    forged = forge(edit_json(forged, PACK_JSON, lambda d: rewrite(d, "sha256", "tree_size")))
-    result = verify_pack(forged)
+            if entry.get("tree_size") == 8:
+                entry["sha256"] = digest
+    return files, edit_json(_without(files, 5) | {seal_file(8): body}, PACK_JSON, rewrite), rewrite
+
+
+def test_seal_removed_mid_period_and_the_next_relinked_is_missing_against_audit_json(tmp_path):
+    """The pack's audit.json still lists the removed original."""
+    _, forged, rewrite = _relinked_without_5(tmp_path)
+    result = verify_pack(forge(edit_json(forged, AUDIT_JSON, rewrite)))
     assert result.exit_code == EXIT_CHAIN
     assert [p.file for p in result.problems] == [seal_file(5)], _lines(result)
 
 
 def test_removal_rewritten_through_audit_json_too_shows_only_against_a_kept_sha256sums(tmp_path):
     """The limit docs/AUDITORS.md states: nothing in the pack is signed but the seals."""
-    files, _ = make_pack(tmp_path, [3, 5, 8, 13], AROUND_NOW)
-    forged = _without(files, 13)
-    forged = edit_json(forged, AUDIT_JSON, lambda d: d.update(
-        seals=[s for s in d["seals"] if s["tree_size"] != 13], latest_tree_size=8, seal_count=3))
-    forged = forge(edit_json(forged, PACK_JSON, lambda d: d.__setitem__("latest_tree_size", 8)))
-    assert verify_pack(forged).ok
+    files, forged, rewrite = _relinked_without_5(tmp_path)
+
+    def remove_5(doc):
+        doc.update(seals=[e for e in doc["seals"] if e.get("tree_size") != 5], seal_count=doc["seal_count"] - 1)
+        rewrite(doc)
+    forged = forge(edit_json(forged, AUDIT_JSON, remove_5))
+    assert verify_pack(forged).ok, _lines(verify_pack(forged))
     result = verify_pack(forged | {MANIFEST: files[MANIFEST]})  # the SHA256SUMS noted at hand-over
-    assert result.exit_code == EXIT_MANIFEST and f"{seal_file(13)}: is listed in SHA256SUMS but missing from the " \
-        "pack" in _lines(result)
+    assert result.exit_code == EXIT_MANIFEST
+    assert f"{seal_file(5)}: is listed in SHA256SUMS but missing from the pack" in _lines(result)
+    assert any(line.startswith(f"{seal_file(8)}: has SHA-256 ") for line in _lines(result))
 
 
-def test_pack_json_lock_must_be_the_audited_one(tmp_path):
-    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+def test_pack_json_lock_must_be_the_audited_one(small_pack):
+    files = small_pack
 
     def later(doc):
         doc["seals"][1]["retain_until"] = "2099-01-01T00:00:00Z"
@@ -130,16 +145,16 @@ def test_pack_json_lock_must_be_the_audited_one(tmp_path):
 
 def test_pack_is_not_built_before_its_period_ends(tmp_path):
     with pytest.raises(FormatError, match=r"the period ends .*Z, after now \(.*Z\)"):
-        make_pack(tmp_path, [3, 5], AROUND_NOW, created_at=NOW)
+        make_pack(tmp_path, [3, 5], created_at=NOW)
 
 
-def test_pack_made_before_its_period_ends_does_not_verify(tmp_path):
-    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+def test_pack_made_before_its_period_ends_does_not_verify(small_pack):
+    files = small_pack
     early = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     result = verify_pack(forge(edit_json(files, PACK_JSON, lambda d: d.__setitem__("created_at", early))))
     assert result.exit_code == EXIT_CHAIN
     assert _lines(result) == [f"{PACK_JSON}: says the pack was made {early}, before the period's end "
-                              f"{AROUND_NOW.end:%Y-%m-%dT%H:%M:%SZ}: seals timestamped later in the period cannot "
+                              f"{pack_json(files)['period']['end']}: seals timestamped later in the period cannot "
                               "be in it"]
 
 
@@ -190,8 +205,8 @@ def _pop_each(key):
 @pytest.mark.parametrize("path, change, message", [
     (PACK_JSON, lambda d: d.__setitem__("period", {}), "has no field period.start of type a string"),
     (PACK_JSON, lambda d: d["seals"].extend([{"role": "period"}, {"file": "x"}]),
-     "has no field seals[2].file of type a string"),
-    (PACK_JSON, lambda d: d["seals"].append({"file": ["x"]}), "has no field seals[2].file of type a string"),
+     "has no field seals[3].file of type a string"),
+    (PACK_JSON, lambda d: d["seals"].append({"file": ["x"]}), "has no field seals[3].file of type a string"),
     (PACK_JSON, lambda d: d["seals"][0].__setitem__("tree_size", "3"), "has no field seals[0].tree_size of type an "
      "integer"),
     (PACK_JSON, lambda d: d.__setitem__("created_at", 5), "has no field created_at of type a string"),
@@ -210,8 +225,8 @@ def _pop_each(key):
     (AUDIT_JSON, lambda d: d.__setitem__("format", "x"), "has format 'x', expected 'notary-audit/v1'"),
     (AUDIT_JSON, lambda d: d.pop("prefix"), "has no field prefix of type a string"),
 ])
-def test_malformed_json_is_exit_3_naming_file_and_field(tmp_path, capsys, path, change, message):
-    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+def test_malformed_json_is_exit_3_naming_file_and_field(small_pack, tmp_path, capsys, path, change, message):
+    files = small_pack
     bad = refresh_manifest(edit_json(files, path, change))
     result = verify_pack(bad)
     assert result.exit_code == EXIT_MALFORMED
@@ -249,8 +264,8 @@ def test_periods_at_the_year_bounds_are_written_and_read_back_exactly():
     (TRANSCRIPT, "VERIFIED: evidence pack", "VERIFIED: everything, trust me. Evidence pack"),
     (KEY_HISTORY, "activate", "retire"),
 ])
-def test_edited_page_fails_naming_the_file(tmp_path, path, old, new):
-    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+def test_edited_page_fails_naming_the_file(small_pack, path, old, new):
+    files = small_pack
     assert old in files[path].decode()
     result = verify_pack(refresh_manifest(files | {path: files[path].decode().replace(old, new).encode()}))
     assert result.exit_code == EXIT_MANIFEST
@@ -259,9 +274,9 @@ def test_edited_page_fails_naming_the_file(tmp_path, path, old, new):
                               "since"]
 
 
-def test_report_of_other_data_fails(tmp_path):
+def test_report_of_other_data_fails(small_pack):
     """The report and the transcript show pack.json's bucket: edited alone, it differs from audit.json's as well."""
-    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+    files = small_pack
     result = verify_pack(refresh_manifest(edit_json(files, PACK_JSON, lambda d: d.__setitem__("bucket", "other"))))
     assert result.exit_code == EXIT_SEAL and [p.file for p in result.problems] == [AUDIT_JSON, REPORT, TRANSCRIPT]
 
@@ -271,10 +286,10 @@ def test_report_of_other_data_fails(tmp_path):
     (AUDIT_JSON, "bucket", "other", ("other", "p/")),
     (AUDIT_JSON, "prefix", "q/", ("b", "q/")),
 ])
-def test_audit_of_another_bucket_or_prefix_fails_naming_both(tmp_path, capsys, path, field, value, audited):
+def test_audit_of_another_bucket_or_prefix_fails_naming_both(small_pack, tmp_path, capsys, path, field, value, audited):
     """A clean audit.json of another prefix (or a pack.json that names another) vouches for none of the pack's seals,
     even with the pages and SHA256SUMS made again to match."""
-    files, _ = make_pack(tmp_path, [3, 5], AROUND_NOW)
+    files = small_pack
     forged = forge(edit_json(files, path, lambda d: d.__setitem__(field, value)))
     stated = ("b", "p/") if path == AUDIT_JSON else ("other", "p/")
     result = verify_pack(forged)
@@ -289,7 +304,7 @@ def test_audit_of_another_bucket_or_prefix_fails_naming_both(tmp_path, capsys, p
 
 
 def test_page_made_from_changed_data_keeps_the_datas_exit_status(tmp_path):
-    files, _ = make_pack(tmp_path, [3, 5, 8], AROUND_NOW)
+    files, _ = make_pack(tmp_path, [3, 5, 8])
     result = verify_pack(refresh_manifest(_without(files, 5)))
     assert result.exit_code == EXIT_CHAIN
     assert {p.file for p in result.problems if p.exit_code == EXIT_CHAIN} >= {REPORT, TRANSCRIPT, seal_file(8)}
