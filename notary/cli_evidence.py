@@ -45,8 +45,9 @@ VERIFY_PACK_EXIT_CODES = f"""exit status:
      or not the seal the audit read (pack.json and audit/audit.json disagree on it, or on the bucket and
      prefix: the audit is of another one)
   {EXIT_CHAIN}  the seals do not chain, or do not cover the period: a seal is missing inside the period, an
-     original seal of audit/audit.json in the pack's range is missing, the pack holds no seal, timestamps go
-     backwards across the period's bounds, or the pack was made before the period's end
+     original seal of audit/audit.json in the pack's range is missing, the pack holds no seal, no seal
+     timestamped after the period closes it, timestamps go backwards across the period's bounds, or the pack
+     was made before the period's end
   {EXIT_FINDINGS}  the pack's audit recorded problems on its seals (locks, versions, forks)
 When there are several, the lowest code is returned; every problem is listed, one per line, naming its file."""
 

@@ -9,10 +9,12 @@ Which seals a pack holds: the audit's chain of original seal versions, cut to
 the seals whose RFC 3161 time falls in the period [start, end), plus the seal
 just before the period (so that the first seal's consistency proof has a root
 to start from, and nothing can be missing at the start) and the seal just
-after it, when there is one (so that nothing can be missing at the end). The
-consistency proofs that chain them are inside the seals. A pack is made once
-its period has ended; one without any seal does not verify (the command line
-writes none).
+after it, when there is one (so that nothing can be missing at the end: it
+*closes* the pack). The consistency proofs that chain them are inside the
+seals. A pack is made once its period has ended; one without any seal does
+not verify (the command line writes none), nor one that is not closed: a
+seal of the period still on its way to S3 (an S3 outage holds timestamped
+seals back) would be missing from it without showing.
 
 What ``verify_pack`` checks: every file against ``SHA256SUMS``; every seal's
 token against the pack's TSA roots and its signatures by a key of the pack's
@@ -71,7 +73,7 @@ EXIT_MALFORMED = 3  # pack.json, the keyring or the TSA roots cannot be read
 EXIT_MANIFEST = 4  # a file differs from SHA256SUMS, is missing, or is not listed
 EXIT_SEAL = 5  # a seal is malformed, not signed by a key in service, not timestamped by a trusted TSA, or not the audited one
                # (pack.json and audit.json disagree on it, or on the bucket and prefix the seals are from)
-EXIT_CHAIN = 6  # the seals do not chain, or do not cover the period
+EXIT_CHAIN = 6  # the seals do not chain, or do not cover the period (no seal after it closes the pack, say)
 EXIT_FINDINGS = 9  # the pack's audit recorded problems on the pack's seals
 
 # A pack of a quarter holds a few hundred thousand seals at most; refuse to read a directory far larger.
@@ -672,8 +674,9 @@ def _check_chain(seals: Sequence[PackSeal], period: Period) -> tuple[list[PackSe
 
 def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period, created_at: datetime.datetime,
                   audit: dict | None) -> tuple[Check, list[Problem]]:
-    """The pack made once the period had ended; roles in order (before, period..., after), and as pack.json states
-    them; and every original seal the audit read in the pack's range of tree sizes in the pack."""
+    """The pack made once the period had ended, and closed by a seal timestamped after it; roles in order (before,
+    period..., after), and as pack.json states them; and every original seal the audit read in the pack's range of
+    tree sizes in the pack."""
     problems: list[Problem] = []
     if not seals:
         problems.append(Problem(SEALS_DIR, "holds no seal at all, not even one before the period: the pack shows "
@@ -704,6 +707,13 @@ def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period, created
         problems.append(Problem(PACK_JSON, f"says the bucket held seals up to tree size {latest} when the pack was "
                                 f"made, but the pack ends at tree size {last} with no seal after the period: seals "
                                 "at the end of the period may be missing", EXIT_CHAIN))
+    elif timed and not has_after:
+        problems.append(Problem(timed[-1].file, f"is the pack's last seal and is timestamped "
+                                f"{_iso(timed[-1].verified.time)}, {'in' if timed[-1].role == PERIOD else 'before'} "
+                                "the period: no seal timestamped after the period closes the pack, so a seal of the "
+                                f"period published after the pack was made ({pack['created_at']}; an S3 outage holds "
+                                "timestamped seals back) would be missing without showing. Make the pack again once "
+                                "a seal timestamped after the period is in the bucket", EXIT_CHAIN))
     if audit is not None:
         problems += _missing_originals(seals, set(stated), audit)
         if latest != audit["latest_tree_size"]:

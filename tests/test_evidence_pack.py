@@ -1,12 +1,12 @@
 """Evidence packs made and checked without a daemon (tests/packkit.py): what ``verify_pack`` catches when seals are
-removed, a pack is made too early or from nothing, its JSON is malformed or its pages are edited; the period's
-bounds; which seals a pack holds when timestamps go backwards at the period's end."""
+removed, a pack is made too early, from nothing or before a seal after its period closes it, its JSON is malformed,
+its audit is of another prefix or its pages are edited; the period's bounds; which seals a pack holds when
+timestamps go backwards at the period's end."""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -22,7 +22,8 @@ from notary.evidence import (
     TRANSCRIPT, Period, build_pack, seal_file, verify_pack, write_pack,
 )
 from tests.packkit import (
-    HOUR, UTC, SealedLog, audit, edit_json, forge, keyring, make_pack, pack_json, refresh_manifest, relinked,
+    HOUR, UTC, SealedLog, audit, edit_json, forge, keyring, make_pack, next_second, pack_json, refresh_manifest,
+    relinked,
 )
 
 NOW = datetime.datetime.now(UTC)
@@ -195,6 +196,31 @@ def test_pack_without_any_seal_does_not_verify(tmp_path):
                                           "prefix?)"]
 
 
+# -- a pack not closed by a seal after its period ------------------------------------------------------------------
+
+
+def test_pack_not_closed_by_a_seal_after_the_period_does_not_verify(small_pack, tmp_path, capsys):
+    """The pack an earlier notary evidence wrote before seal 6, the first one after the period, was in the bucket:
+    seal 6 gone from the pack, pack.json and audit.json alike. Nothing in it shows a seal missing, but nothing
+    shows that none is: it is not complete."""
+    files = _without(small_pack, 6)
+    files = edit_json(files, PACK_JSON, lambda d: d.__setitem__("latest_tree_size", 5))
+    files = forge(edit_json(files, AUDIT_JSON, lambda d: d.update(
+        seals=[e for e in d["seals"] if e["tree_size"] != 6], latest_tree_size=5, seal_count=2)))
+    result = verify_pack(files)
+    assert result.exit_code == EXIT_CHAIN and result.sentence().startswith("NOT VERIFIED")
+    (line,) = _lines(result)
+    created_at = pack_json(files)["created_at"]
+    assert line.startswith(f"{seal_file(5)}: is the pack's last seal and is timestamped ")
+    assert line.endswith(f"Z, in the period: no seal timestamped after the period closes the pack, so a seal of the "
+                         f"period published after the pack was made ({created_at}; an S3 outage holds timestamped "
+                         "seals back) would be missing without showing. Make the pack again once a seal timestamped "
+                         "after the period is in the bucket")
+    write_pack(tmp_path / "pack", files)
+    assert main(["verify-pack", str(tmp_path / "pack")]) == EXIT_CHAIN
+    assert f"  {line}\n" in capsys.readouterr().out
+
+
 # -- malformed JSON ---------------------------------------------------------------------------------------------
 
 
@@ -314,19 +340,19 @@ def test_page_made_from_changed_data_keeps_the_datas_exit_status(tmp_path):
 
 
 def test_seal_stamped_in_the_period_after_one_stamped_after_it_is_in_the_pack(tmp_path):
-    """Seals 3 and 8 stamped at t0 (say by a TSA whose clock is a second behind), 5 at t0 + 1 s, the period ending
-    at t0 + 1 s: 8 belongs to the period and is in the pack, and the disorder is flagged."""
-    log = SealedLog(tmp_path, 8)
+    """Seals 3 and 8 stamped before the period's end (say by a TSA whose clock is a second behind), 5 after it,
+    then 13, which closes the pack: 8 belongs to the period and is in the pack, and the disorder is flagged."""
+    log = SealedLog(tmp_path, 13)
     checkpoints = {size: log.checkpoint(size) for size in (3, 5, 8)}
     tokens = {3: log.token(checkpoints[3]), 8: log.token(checkpoints[8])}
-    t0 = datetime.datetime.now(UTC).replace(microsecond=0)
-    time.sleep((t0 + datetime.timedelta(seconds=1.1) - datetime.datetime.now(UTC)).total_seconds())
+    end = next_second()
     tokens[5] = log.token(checkpoints[5])
     bodies = [log.seal(size, previous, checkpoints[size], tokens[size]) for size, previous in ((3, 0), (5, 3), (8, 5))]
-    period = Period(t0 - HOUR, t0 + datetime.timedelta(seconds=1))
-    files, verdict = build_pack(audit(bodies, log.roots_pem), period, keyring().encode(), log.roots_pem,
-                                created_at=datetime.datetime.now(UTC))
-    assert {e["tree_size"]: e["role"] for e in pack_json(files)["seals"]} == {3: "period", 5: "after", 8: "period"}
+    period = Period(end - HOUR, end)
+    files, verdict = build_pack(audit(bodies + log.seals([13], 8), log.roots_pem), period, keyring().encode(),
+                                log.roots_pem, created_at=datetime.datetime.now(UTC))
+    assert {e["tree_size"]: e["role"] for e in pack_json(files)["seals"]} == {3: "period", 5: "after", 8: "period",
+                                                                              13: "after"}
     assert verdict.exit_code == EXIT_CHAIN
     assert [p.file for p in verify_pack(files).problems] == [seal_file(5)]
     assert _lines(verdict)[0].endswith("after the period, but is not the pack's last seal: timestamps go backwards")
