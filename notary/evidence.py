@@ -9,12 +9,14 @@ Which seals a pack holds: the audit's chain of original seal versions, cut to
 the seals whose RFC 3161 time falls in the period [start, end), plus the seal
 just before the period (so that the first seal's consistency proof has a root
 to start from, and nothing can be missing at the start) and the seal just
-after it, when there is one (so that nothing can be missing at the end: it
-*closes* the pack). The consistency proofs that chain them are inside the
-seals. A pack is made once its period has ended; one without any seal does
-not verify (the command line writes none), nor one that is not closed: a
-seal of the period still on its way to S3 (an S3 outage holds timestamped
-seals back) would be missing from it without showing.
+after it (so that nothing can be missing at the end: it *closes* the pack).
+The consistency proofs that chain them are inside the seals. A pack is made
+once its period has ended and a seal timestamped after it is in the bucket:
+before that, a seal of the period still on its way to S3 (the notary keeps
+a seal's token while S3 is down, however long) would be missing without
+showing, so ``build_pack`` refuses (``PackNotClosed``) and ``verify_pack``
+fails a pack that is not closed, as one without any seal (the command line
+writes neither).
 
 What ``verify_pack`` checks: every file against ``SHA256SUMS``; every seal's
 token against the pack's TSA roots and its signatures by a key of the pack's
@@ -104,6 +106,11 @@ _YEARS = f"periods lie in the years {FIRST_YEAR} to 9999 (UTC)"
 
 class PackError(NotaryError):
     """A pack cannot be read at all (no such directory, too many files)."""
+
+
+class PackNotClosed(NotaryError):
+    """No seal timestamped after the period is in the bucket yet: a pack made now could miss seals of the period
+    that are published later, without showing."""
 
 
 # -- the period ---------------------------------------------------------------------------------------------
@@ -230,10 +237,18 @@ def build_pack(
 ) -> tuple[dict[str, bytes], PackVerdict]:
     """Every file of the pack, by path, and the verification of its contents (the transcript's source).
 
-    ``created_at`` must not be before the period's end (``Period.require_ended``).
+    ``created_at`` must not be before the period's end (``Period.require_ended``), and the pack must end with a
+    seal timestamped after the period (``PackNotClosed``).
     """
     period.require_ended(created_at)
     selected = select_seals(report, period)
+    if not selected or selected[-1][1] != AFTER:
+        last = (f"it would end with the seal of tree size {selected[-1][0].seal.tree_size}, timestamped "
+                f"{_iso(_seal_time(selected[-1][0]))}" if selected else "the bucket holds no seal")
+        raise PackNotClosed(f"no seal timestamped after the period (at or after {_iso(period.end)}) is in "
+                            f"s3://{report.bucket}/{report.prefix}seals/ yet to close the pack ({last}): a seal of "
+                            "the period published later (a seal keeps its token while S3 is down) would be "
+                            "missing from it without showing")
     files: dict[str, bytes] = {seal_file(s.seal.tree_size): s.seal.raw for s, _ in selected}
     audit_json = report.to_json()
     pack = {
@@ -711,8 +726,8 @@ def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period, created
         problems.append(Problem(timed[-1].file, f"is the pack's last seal and is timestamped "
                                 f"{_iso(timed[-1].verified.time)}, {'in' if timed[-1].role == PERIOD else 'before'} "
                                 "the period: no seal timestamped after the period closes the pack, so a seal of the "
-                                f"period published after the pack was made ({pack['created_at']}; an S3 outage holds "
-                                "timestamped seals back) would be missing without showing. Make the pack again once "
+                                f"period published after the pack was made ({pack['created_at']}; a seal keeps its "
+                                "token while S3 is down) would be missing without showing. Make the pack again once "
                                 "a seal timestamped after the period is in the bucket", EXIT_CHAIN))
     if audit is not None:
         problems += _missing_originals(seals, set(stated), audit)

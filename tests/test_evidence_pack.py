@@ -19,7 +19,7 @@ from notary.cli import main
 from notary.errors import FormatError
 from notary.evidence import (
     AUDIT_JSON, EXIT_CHAIN, EXIT_MALFORMED, EXIT_MANIFEST, EXIT_SEAL, KEY_HISTORY, MANIFEST, PACK_JSON, REPORT,
-    TRANSCRIPT, Period, build_pack, seal_file, verify_pack, write_pack,
+    TRANSCRIPT, PackNotClosed, Period, build_pack, seal_file, verify_pack, write_pack,
 )
 from tests.packkit import (
     HOUR, UTC, SealedLog, audit, edit_json, forge, keyring, make_pack, next_second, pack_json, refresh_manifest,
@@ -186,17 +186,41 @@ def test_evidence_with_no_seals_exits_10_and_writes_no_pack(tmp_path, monkeypatc
     assert not (tmp_path / "pack").exists()
 
 
-def test_pack_without_any_seal_does_not_verify(tmp_path):
+def test_pack_without_any_seal_is_not_built_and_does_not_verify(small_pack, tmp_path):
     roots = DevTsa(tmp_path / "tsa").root_cert_path.read_bytes()
-    files, verdict = build_pack(AuditReport("b", "wrong/", NOW, None, ()), AROUND_NOW, keyring().encode(), roots,
-                                created_at=AROUND_NOW.end)
-    assert verdict.exit_code == EXIT_CHAIN and verdict.sentence().startswith("NOT VERIFIED")
-    assert _lines(verify_pack(files)) == ["seals/: holds no seal at all, not even one before the period: the pack "
-                                          "shows nothing about the period (was it made from a wrong bucket or "
-                                          "prefix?)"]
+    with pytest.raises(PackNotClosed, match=r"yet to close the pack \(the bucket holds no seal\)"):
+        build_pack(AuditReport("b", "wrong/", NOW, None, ()), AROUND_NOW, keyring().encode(), roots,
+                   created_at=AROUND_NOW.end)
+    # As an earlier notary evidence wrote it from a wrong bucket or prefix.
+    empty = {p: d for p, d in small_pack.items() if not p.startswith("seals/")}
+    empty = edit_json(empty, PACK_JSON, lambda d: d.update(seals=[], latest_tree_size=None))
+    empty = forge(edit_json(empty, AUDIT_JSON, lambda d: d.update(seals=[], latest_tree_size=None, seal_count=0)))
+    result = verify_pack(empty)
+    assert result.exit_code == EXIT_CHAIN and result.sentence().startswith("NOT VERIFIED")
+    assert _lines(result) == ["seals/: holds no seal at all, not even one before the period: the pack shows nothing "
+                              "about the period (was it made from a wrong bucket or prefix?)"]
 
 
 # -- a pack not closed by a seal after its period ------------------------------------------------------------------
+
+
+def test_pack_is_built_only_once_a_seal_after_the_period_closes_it(tmp_path):
+    """At the period's end the last seal of the period may still be on its way to S3 (an outage holds it back):
+    until a seal timestamped after the period is in the bucket, no pack can show that none is missing."""
+    log = SealedLog(tmp_path, 6)
+    bodies, end = log.seals([3, 5]), next_second()
+    period = Period(end - HOUR, end)
+    with pytest.raises(PackNotClosed) as refused:
+        build_pack(audit(bodies, log.roots_pem), period, keyring().encode(), log.roots_pem,
+                   created_at=datetime.datetime.now(UTC))
+    assert str(refused.value).startswith(
+        f"no seal timestamped after the period (at or after {end:%Y-%m-%dT%H:%M:%SZ}) is in s3://b/p/seals/ yet to "
+        "close the pack (it would end with the seal of tree size 5, timestamped ")
+    # Once the next seal is published, the same period's pack is made and verifies.
+    files, verdict = build_pack(audit(bodies + log.seals([6], 5), log.roots_pem), period, keyring().encode(),
+                                log.roots_pem, created_at=datetime.datetime.now(UTC))
+    assert verdict.ok and verify_pack(files).ok
+    assert [e["role"] for e in pack_json(files)["seals"]] == ["period", "period", "after"]
 
 
 def test_pack_not_closed_by_a_seal_after_the_period_does_not_verify(small_pack, tmp_path, capsys):
@@ -213,12 +237,34 @@ def test_pack_not_closed_by_a_seal_after_the_period_does_not_verify(small_pack, 
     created_at = pack_json(files)["created_at"]
     assert line.startswith(f"{seal_file(5)}: is the pack's last seal and is timestamped ")
     assert line.endswith(f"Z, in the period: no seal timestamped after the period closes the pack, so a seal of the "
-                         f"period published after the pack was made ({created_at}; an S3 outage holds timestamped "
-                         "seals back) would be missing without showing. Make the pack again once a seal timestamped "
+                         f"period published after the pack was made ({created_at}; a seal keeps its token while S3 "
+                         "is down) would be missing without showing. Make the pack again once a seal timestamped "
                          "after the period is in the bucket")
     write_pack(tmp_path / "pack", files)
     assert main(["verify-pack", str(tmp_path / "pack")]) == EXIT_CHAIN
     assert f"  {line}\n" in capsys.readouterr().out
+
+
+def test_evidence_before_a_seal_after_the_period_exits_11_and_writes_no_pack(tmp_path, monkeypatch, capsys):
+    log = SealedLog(tmp_path, 5)
+    report = audit(log.seals([3, 5]), log.roots_pem, prefix="wrong/")
+    end = next_second()
+
+    async def audited(reader, trust, roots, **kw):
+        return report
+    monkeypatch.setattr("notary.audit.audit_bucket", audited)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    code = main(_evidence_args(tmp_path, "--from", f"{end - HOUR:%Y-%m-%dT%H:%M:%SZ}", "--to",
+                               f"{end:%Y-%m-%dT%H:%M:%SZ}"))
+    err = capsys.readouterr().err
+    assert code == 11, err
+    assert err.startswith("notary evidence: NOT CLOSED: no seal timestamped after the period (at or after "
+                          f"{end:%Y-%m-%dT%H:%M:%SZ}) is in s3://b/wrong/seals/ yet to close the pack (it would end "
+                          "with the seal of tree size 5, timestamped ")
+    assert "No evidence pack written; run again once the notary has published a seal timestamped after the period" \
+        in err
+    assert not (tmp_path / "pack").exists()
 
 
 # -- malformed JSON ---------------------------------------------------------------------------------------------
