@@ -22,9 +22,13 @@ from notary.cli_verify import (
     s3_requests_option,
 )
 from notary.errors import FormatError
-from notary.evidence import EXIT_CHAIN, EXIT_FINDINGS, EXIT_MALFORMED, EXIT_MANIFEST, EXIT_SEAL, Period, PackError
+from notary.evidence import (
+    EXIT_CHAIN, EXIT_FINDINGS, EXIT_MALFORMED, EXIT_MANIFEST, EXIT_SEAL, PackError, PackNotClosed, Period,
+)
 from notary.trust import TrustedKeys
 from notary.verify import EXIT_USAGE
+
+EXIT_NOT_CLOSED = 11  # notary evidence: no seal timestamped after the period in the bucket yet; no pack written
 
 EVIDENCE_EXIT_CODES = f"""exit status:
   0  the pack is written and verified: no problem on its seals
@@ -32,7 +36,9 @@ EVIDENCE_EXIT_CODES = f"""exit status:
   2  usage: missing or conflicting options, unreadable file, --out not empty, a period that has not ended
   3  malformed input: the keyring or TSA roots are not in their format
   {EXIT_FINDINGS}  the pack is written, but its seals have problems (listed, and in the pack's transcript)
-  {EXIT_NO_SEALS} no seals: nothing under the prefix; no pack is written; check --bucket and --prefix"""
+  {EXIT_NO_SEALS} no seals: nothing under the prefix; no pack is written; check --bucket and --prefix
+  {EXIT_NOT_CLOSED} not closed: no seal timestamped after the period is in the bucket yet, so seals of the period
+     still on their way (an S3 outage) could be missing; no pack is written; run again once there is one"""
 
 VERIFY_PACK_EXIT_CODES = f"""exit status:
   0  verified
@@ -42,10 +48,12 @@ VERIFY_PACK_EXIT_CODES = f"""exit status:
   {EXIT_MANIFEST}  a file differs from SHA256SUMS, is missing, or is not listed; or report.html, transcript.txt or
      keys/key-history.txt differs from the one rebuilt from the pack's data
   {EXIT_SEAL}  a seal is malformed, not signed by a key in service at its time, not timestamped by a trusted TSA,
-     or not the seal the audit read (pack.json and audit/audit.json disagree on it)
+     or not the seal the audit read (pack.json and audit/audit.json disagree on it, or on the bucket and
+     prefix: the audit is of another one)
   {EXIT_CHAIN}  the seals do not chain, or do not cover the period: a seal is missing inside the period, an
-     original seal of audit/audit.json in the pack's range is missing, the pack holds no seal, timestamps go
-     backwards across the period's bounds, or the pack was made before the period's end
+     original seal of audit/audit.json in the pack's range is missing, the pack holds no seal, no seal
+     timestamped after the period closes it, timestamps go backwards across the period's bounds, or the pack
+     was made before the period's end
   {EXIT_FINDINGS}  the pack's audit recorded problems on its seals (locks, versions, forks)
 When there are several, the lowest code is returned; every problem is listed, one per line, naming its file."""
 
@@ -132,8 +140,13 @@ def _evidence(args: argparse.Namespace) -> int:
         raise CommandError(f"NO SEALS: nothing under s3://{report.bucket}/{report.prefix}seals/ to put in a pack; "
                            "check --bucket and --prefix (a prefix ends in '/'). No evidence pack written.",
                            EXIT_NO_SEALS)
-    files, verdict = build_pack(report, period, keyring, _read(roots_path),
-                                created_at=datetime.datetime.now(datetime.UTC))
+    try:
+        files, verdict = build_pack(report, period, keyring, _read(roots_path),
+                                    created_at=datetime.datetime.now(datetime.UTC))
+    except PackNotClosed as exc:
+        raise CommandError(f"NOT CLOSED: {exc}. No evidence pack written; run again once the notary has published a "
+                           "seal timestamped after the period (it seals when it gets entries).",
+                           EXIT_NOT_CLOSED) from None
     try:
         write_pack(out, files)
     except PackError as exc:

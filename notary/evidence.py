@@ -9,18 +9,23 @@ Which seals a pack holds: the audit's chain of original seal versions, cut to
 the seals whose RFC 3161 time falls in the period [start, end), plus the seal
 just before the period (so that the first seal's consistency proof has a root
 to start from, and nothing can be missing at the start) and the seal just
-after it, when there is one (so that nothing can be missing at the end). The
-consistency proofs that chain them are inside the seals. A pack is made once
-its period has ended; one without any seal does not verify (the command line
-writes none).
+after it (so that nothing can be missing at the end: it *closes* the pack).
+The consistency proofs that chain them are inside the seals. A pack is made
+once its period has ended and a seal timestamped after it is in the bucket:
+before that, a seal of the period still on its way to S3 (the notary keeps
+a seal's token while S3 is down, however long) would be missing without
+showing, so ``build_pack`` refuses (``PackNotClosed``) and ``verify_pack``
+fails a pack that is not closed, as one without any seal (the command line
+writes neither).
 
 What ``verify_pack`` checks: every file against ``SHA256SUMS``; every seal's
 token against the pack's TSA roots and its signatures by a key of the pack's
 keyring in service at the token's time; each seal's link to the one before
 (RFC 9162 §2.1.4.2); which seals fall in the period, and that the pack was
-made after its end; that each seal is the original the audit read, and that
-every original the audit read in the pack's range of tree sizes is in the
-pack; the audit's findings on that range; and that the pages (key history,
+made after its end; that the audit is of the bucket and prefix the pack
+names; that each seal is the original the audit read, and that every
+original the audit read in the pack's range of tree sizes is in the pack;
+the audit's findings on that range; and that the pages (key history,
 transcript, report) are the ones its data gives.
 
 What it cannot check: pack.json, audit.json and SHA256SUMS are signed by no
@@ -69,7 +74,8 @@ BEFORE, PERIOD, AFTER = "before", "period", "after"
 EXIT_MALFORMED = 3  # pack.json, the keyring or the TSA roots cannot be read
 EXIT_MANIFEST = 4  # a file differs from SHA256SUMS, is missing, or is not listed
 EXIT_SEAL = 5  # a seal is malformed, not signed by a key in service, not timestamped by a trusted TSA, or not the audited one
-EXIT_CHAIN = 6  # the seals do not chain, or do not cover the period
+               # (pack.json and audit.json disagree on it, or on the bucket and prefix the seals are from)
+EXIT_CHAIN = 6  # the seals do not chain, or do not cover the period (no seal after it closes the pack, say)
 EXIT_FINDINGS = 9  # the pack's audit recorded problems on the pack's seals
 
 # A pack of a quarter holds a few hundred thousand seals at most; refuse to read a directory far larger.
@@ -100,6 +106,11 @@ _YEARS = f"periods lie in the years {FIRST_YEAR} to 9999 (UTC)"
 
 class PackError(NotaryError):
     """A pack cannot be read at all (no such directory, too many files)."""
+
+
+class PackNotClosed(NotaryError):
+    """No seal timestamped after the period is in the bucket yet: a pack made now could miss seals of the period
+    that are published later, without showing."""
 
 
 # -- the period ---------------------------------------------------------------------------------------------
@@ -226,10 +237,18 @@ def build_pack(
 ) -> tuple[dict[str, bytes], PackVerdict]:
     """Every file of the pack, by path, and the verification of its contents (the transcript's source).
 
-    ``created_at`` must not be before the period's end (``Period.require_ended``).
+    ``created_at`` must not be before the period's end (``Period.require_ended``), and the pack must end with a
+    seal timestamped after the period (``PackNotClosed``).
     """
     period.require_ended(created_at)
     selected = select_seals(report, period)
+    if not selected or selected[-1][1] != AFTER:
+        last = (f"it would end with the seal of tree size {selected[-1][0].seal.tree_size}, timestamped "
+                f"{_iso(_seal_time(selected[-1][0]))}" if selected else "the bucket holds no seal")
+        raise PackNotClosed(f"no seal timestamped after the period (at or after {_iso(period.end)}) is in "
+                            f"s3://{report.bucket}/{report.prefix}seals/ yet to close the pack ({last}): a seal of "
+                            "the period published later (a seal keeps its token while S3 is down) would be "
+                            "missing from it without showing")
     files: dict[str, bytes] = {seal_file(s.seal.tree_size): s.seal.raw for s, _ in selected}
     audit_json = report.to_json()
     pack = {
@@ -502,7 +521,10 @@ def verify_contents(files: Mapping[str, bytes]) -> PackVerdict:
                             EXIT_MALFORMED))
     else:
         problems += _stated_against_audit(pack, originals)
-        checks.append(Check("audit", FAILED if findings else OK,
+        elsewhere = _audit_of_other_prefix(pack, audit)
+        problems += elsewhere
+        checks.append(Check("audit", FAILED, f"{AUDIT_JSON} {elsewhere[0].message}", EXIT_SEAL) if elsewhere else
+                      Check("audit", FAILED if findings else OK,
                             f"{AUDIT_JSON} records {len(findings)} finding(s) on the pack's seals" if findings else
                             f"{AUDIT_JSON}: the audit of s3://{pack['bucket']}/{pack['prefix']} made with the pack "
                             "recorded no problem on the pack's range of tree sizes (locks, versions, chain)",
@@ -525,7 +547,8 @@ _PACK_FIELDS = {"format": _STR, "origin": _STR, "bucket": _STR, "prefix": _STR, 
 _PERIOD_FIELDS = {"start": _STR, "end": _STR}
 _PACK_SEAL_FIELDS = {"file": _STR, "tree_size": _INT, "role": _STR, "s3_key": _STR, "version_id": _STR,
                      "sha256": _STR, "lock_mode": _OPT_STR, "retain_until": _OPT_STR}
-_AUDIT_FIELDS = {"format": _STR, "latest_tree_size": _OPT_INT, "findings": (list,), "seals": (list,)}
+_AUDIT_FIELDS = {"format": _STR, "bucket": _STR, "prefix": _STR, "latest_tree_size": _OPT_INT, "findings": (list,),
+                 "seals": (list,)}
 _AUDIT_SEAL_FIELDS = {"key": _STR, "version_id": _STR, "original": (bool,), "sha256": _STR, "lock_mode": _OPT_STR,
                       "retain_until": _OPT_STR}  # and tree_size, an int, when the object is a seal
 _FINDING_FIELDS = {"kind": _STR, "key": _STR, "version_id": _OPT_STR, "tree_size": _OPT_INT, "message": _STR}
@@ -666,8 +689,9 @@ def _check_chain(seals: Sequence[PackSeal], period: Period) -> tuple[list[PackSe
 
 def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period, created_at: datetime.datetime,
                   audit: dict | None) -> tuple[Check, list[Problem]]:
-    """The pack made once the period had ended; roles in order (before, period..., after), and as pack.json states
-    them; and every original seal the audit read in the pack's range of tree sizes in the pack."""
+    """The pack made once the period had ended, and closed by a seal timestamped after it; roles in order (before,
+    period..., after), and as pack.json states them; and every original seal the audit read in the pack's range of
+    tree sizes in the pack."""
     problems: list[Problem] = []
     if not seals:
         problems.append(Problem(SEALS_DIR, "holds no seal at all, not even one before the period: the pack shows "
@@ -698,6 +722,13 @@ def _check_period(seals: Sequence[PackSeal], pack: dict, period: Period, created
         problems.append(Problem(PACK_JSON, f"says the bucket held seals up to tree size {latest} when the pack was "
                                 f"made, but the pack ends at tree size {last} with no seal after the period: seals "
                                 "at the end of the period may be missing", EXIT_CHAIN))
+    elif timed and not has_after:
+        problems.append(Problem(timed[-1].file, f"is the pack's last seal and is timestamped "
+                                f"{_iso(timed[-1].verified.time)}, {'in' if timed[-1].role == PERIOD else 'before'} "
+                                "the period: no seal timestamped after the period closes the pack, so a seal of the "
+                                f"period published after the pack was made ({pack['created_at']}; a seal keeps its "
+                                "token while S3 is down) would be missing without showing. Make the pack again once "
+                                "a seal timestamped after the period is in the bucket", EXIT_CHAIN))
     if audit is not None:
         problems += _missing_originals(seals, set(stated), audit)
         if latest != audit["latest_tree_size"]:
@@ -721,6 +752,16 @@ def _missing_originals(seals: Sequence[PackSeal], stated: set[str], audit: dict)
                     f"tree sizes {low} to {'the latest' if high is None else high}", EXIT_CHAIN)
             for size, entry in sorted(_originals_by_size(audit).items())
             if low <= size and (high is None or size <= high) and seal_file(size) not in held]
+
+
+def _audit_of_other_prefix(pack: dict, audit: dict) -> list[Problem]:
+    """audit.json must be the audit of the bucket and prefix pack.json names: an audit of another one vouches for
+    none of the pack's seals (its versions, locks and findings are another prefix's)."""
+    if (audit["bucket"], audit["prefix"]) == (pack["bucket"], pack["prefix"]):
+        return []
+    return [Problem(AUDIT_JSON, f"is the audit of bucket {audit['bucket']!r}, prefix {audit['prefix']!r}, but "
+                    f"{PACK_JSON} says the pack's seals are from bucket {pack['bucket']!r}, prefix {pack['prefix']!r}: "
+                    "the audit's versions, locks and findings are not those of the pack's seals", EXIT_SEAL)]
 
 
 def _stated_against_audit(pack: dict, originals: Mapping[int, dict]) -> list[Problem]:

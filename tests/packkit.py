@@ -1,6 +1,7 @@
 """Evidence packs without a daemon or S3: a real log (``LogStore``), Ed25519-signed checkpoints, RFC 3161 tokens
 from the dev TSA (``openssl ts -reply``, stamped when asked), an audit of the seals as S3 would hold them
-(``audit_seals``, COMPLIANCE locks ten years out) and the pack (``build_pack``)."""
+(``audit_seals``, COMPLIANCE locks ten years out) and the pack (``build_pack``), closed by a seal stamped after
+its period (``SealedLog.period_seals``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import base64
 import datetime
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,6 +35,16 @@ ORIGIN = "example.com/log"
 KEY = SoftwareSigner.ed25519(bytes([7] * 32))
 UTC = datetime.UTC
 KEY_ACTIVE_SINCE = datetime.datetime(2020, 1, 2, tzinfo=UTC)
+HOUR = datetime.timedelta(hours=1)
+
+
+def next_second() -> datetime.datetime:
+    """The next whole UTC second, once it has passed: tokens stamped before it are timestamped before it (the dev
+    TSA's times are whole seconds), tokens stamped from now on at or after it."""
+    now = datetime.datetime.now(UTC)
+    boundary = now.replace(microsecond=0) + datetime.timedelta(seconds=1)
+    time.sleep((boundary - now).total_seconds() + 0.1)
+    return boundary
 
 
 def keyring() -> Keyring:
@@ -70,14 +82,21 @@ class SealedLog:
                     tuple(self.store.consistency_proof(previous, size)), sealed_at, timestamp_token=token)
         return seal.seal_json(ORIGIN)
 
-    def seals(self, sizes: Sequence[int]) -> list[bytes]:
-        """A chain of seals at ``sizes`` (ascending), each timestamped as it is made."""
-        bodies, previous = [], 0
+    def seals(self, sizes: Sequence[int], previous: int = 0) -> list[bytes]:
+        """A chain of seals at ``sizes`` (ascending) from the seal at ``previous``, each timestamped as it is made."""
+        bodies = []
         for size in sizes:
             checkpoint = self.checkpoint(size)
             bodies.append(self.seal(size, previous, checkpoint, self.token(checkpoint)))
             previous = size
         return bodies
+
+    def period_seals(self, sizes: Sequence[int]) -> tuple[list[bytes], Period]:
+        """Seals at ``sizes`` timestamped in an hour-long period that then ends (at the next whole second), and the
+        seal at ``sizes[-1] + 1`` (the log must hold that many entries), stamped after it: it closes the period."""
+        bodies = self.seals(sizes)
+        end = next_second()
+        return bodies + self.seals([sizes[-1] + 1], sizes[-1]), Period(end - HOUR, end)
 
 
 def audit(bodies: Sequence[bytes], roots_pem: bytes, prefix: str = "p/") -> AuditReport:
@@ -93,12 +112,13 @@ def audit(bodies: Sequence[bytes], roots_pem: bytes, prefix: str = "p/") -> Audi
     return audit_seals(stored, TrustedKeys.from_keyring(keyring()), roots, bucket="b", prefix=prefix)
 
 
-def make_pack(directory: Path, sizes: Sequence[int], period: Period, *, created_at: datetime.datetime | None = None):
-    """The files and verdict of a pack over seals at ``sizes``, all timestamped now; made at the period's end
-    unless ``created_at`` says otherwise."""
-    log = SealedLog(directory, max(sizes))
-    report = audit(log.seals(sizes), log.roots_pem)
-    return build_pack(report, period, keyring().encode(), log.roots_pem, created_at=created_at or period.end)
+def make_pack(directory: Path, sizes: Sequence[int], *, created_at: datetime.datetime | None = None):
+    """The files and verdict of the pack of a period whose seals are at ``sizes``, closed by the seal at
+    ``sizes[-1] + 1`` (``SealedLog.period_seals``); made now unless ``created_at`` says otherwise."""
+    log = SealedLog(directory, sizes[-1] + 1)
+    bodies, period = log.period_seals(sizes)
+    return build_pack(audit(bodies, log.roots_pem), period, keyring().encode(), log.roots_pem,
+                      created_at=created_at or datetime.datetime.now(UTC))
 
 
 def edit_json(files: dict[str, bytes], path: str, change: Callable[[dict], object]) -> dict[str, bytes]:

@@ -13,9 +13,10 @@ three sources: ``card-payments``, ``customer-registry`` and
    unreadable wherever stored, truncation being one way), the
    national id only a keyed HMAC token (GDPR Art. 32(1)(a) pseudonymisation);
 2. the quarterly run (``examples.fintech.quarterly``, what the systemd timer
-   starts) makes the evidence pack of the period (today, UTC, up to the
-   second after the last seal: the dev seals are all from today, and a pack
-   is made only once its period has ended), re-verifies it offline, and
+   starts) makes the evidence pack of the period (today, UTC, up to a second
+   between the producers' events: the dev seals are all from today, a pack
+   is made only once its period has ended, and a seal after the period,
+   here a later payment's, must close it), re-verifies it offline, and
    notarizes its manifest.
 
 Exit status 0 when the run succeeded and no card number or national id
@@ -40,8 +41,9 @@ CARD = "4111 1111 1111 1111"  # a test card number: it must never reach an audit
 NATIONAL_ID = "AB123456C"  # a UK National Insurance number of the example's customer
 
 
-def produce(url: str, tokens: dict[str, str], workdir: Path) -> dict[str, Path]:
-    """The two producers' audit trails; return their sinks."""
+def produce(url: str, tokens: dict[str, str], workdir: Path) -> tuple[dict[str, Path], str]:
+    """The two producers' audit trails, sealed, then the period's end (``_next_second``), then one more payment,
+    sealed after it: it closes the period. Return the sinks and the period's end."""
     events = AuditEvents({"payment.capture", "payment.refund", "customer.kyc_check", "customer.erasure_request"},
                          hmac_key=os.urandom(32))  # production: $NOTARY_AUDIT_HMAC_KEY
     sinks = {name: workdir / f"{name}.audit.jsonl" for name in ("card-payments", "customer-registry")}
@@ -61,13 +63,19 @@ def produce(url: str, tokens: dict[str, str], workdir: Path) -> dict[str, Path]:
                               outcome="success", national_id=NATIONAL_ID))
         reg.info(events.event(actor="customer-7", action="customer.erasure_request", target="customer/7",
                               outcome="success", national_id=NATIONAL_ID, basis="GDPR Art. 17"))
-        last = max(h.index_of(len(s.read_bytes().splitlines())) for h, s in
-                   ((payments, sinks["card-payments"]), (registry, sinks["customer-registry"])))
+        handlers = ((payments, sinks["card-payments"]), (registry, sinks["customer-registry"]))
+
+        def last_index() -> int:
+            return max(h.index_of(len(s.read_bytes().splitlines())) for h, s in handlers)
+        wait_anchored(HttpClient(url), last_index())
+        end = _next_second()
+        pay.info(events.event(actor="svc-checkout", on_behalf_of="customer-3", action="payment.capture",
+                              target="payment/1003", outcome="success", card=CARD, amount_cents=4203))
+        wait_anchored(HttpClient(url), last_index())
     finally:
         payments.close()
         registry.close()
-    wait_anchored(HttpClient(url), last)
-    return sinks
+    return sinks, end
 
 
 def leaked(sinks: dict[str, Path]) -> list[str]:
@@ -93,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     with ExampleStack(workdir / "notary") as stack:
         notary = stack.notary("payments", ["card-payments", "customer-registry", "evidence-runner"])
         print("1. card payments and the customer registry write their audit trails (fail-closed)")
-        sinks = produce(notary.url, notary.tokens, workdir)
+        sinks, end = produce(notary.url, notary.tokens, workdir)
         found = leaked(sinks)
         print(f"   no card number or national id in the audit logs: {'FAILED, in ' + ', '.join(found) if found else 'ok'}")
-        today, end = datetime.datetime.now(datetime.UTC).date().isoformat(), _next_second()
+        today = datetime.datetime.now(datetime.UTC).date().isoformat()
         print(f"\n2. the quarterly evidence run, for the period {today} up to {end} (the dev seals are all from "
-              "today, and a period must have ended)")
+              "today, a period must have ended, and a seal after it, the last payment's, closes it)")
         s3 = stack.dev.s3
         os.environ.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)  # read-only in production
         code = quarterly.main([

@@ -1,6 +1,7 @@
 """``notary evidence`` and ``notary verify-pack`` on a real daemon's bucket (SoftHSM2, dev TSA, SeaweedFS):
 a period's pack holds its seals and the seals around it, verifies offline, fails naming the file when a seal in
-it is edited or deleted, and its HTML report renders in a real headless Chromium."""
+it is edited or deleted, is not written before a seal after the period closes it, and its HTML report renders in
+a real headless Chromium."""
 
 from __future__ import annotations
 
@@ -10,22 +11,14 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from notary.cli_evidence import EXIT_NOT_CLOSED
 from notary.evidence import EXIT_CHAIN, EXIT_MANIFEST, EXIT_SEAL, MANIFEST, Period, manifest, read_pack, seal_file
 from tests.daemon.sealtamper import run_cli, s3_args, s3_env, seal_docs, trust_args
-
-
-def _next_second() -> datetime.datetime:
-    """The next whole UTC second, once it has passed: seals before it are timestamped before it (the dev TSA's
-    times are whole seconds), seals after it at or after it."""
-    now = datetime.datetime.now(datetime.UTC)
-    boundary = now.replace(microsecond=0) + datetime.timedelta(seconds=1)
-    time.sleep((boundary - now).total_seconds() + 0.1)
-    return boundary
+from tests.packkit import next_second
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +38,9 @@ def period_seals(stack):
             sizes[name] = last["index"] + 1
 
         batches("before", 1)
-        start = _next_second()
+        start = next_second()
         batches("period", 3)
-        end = _next_second()
+        end = next_second()
         batches("after", 1)
     finally:
         assert d.stop() == 0
@@ -193,6 +186,21 @@ def test_pack_cut_short_at_either_end_fails(pack, period_seals, tmp_path, capsys
         _refresh_manifest(copy)
         code, out, _ = run_cli(capsys, "verify-pack", copy)
         assert code == EXIT_CHAIN and problem in out, out
+
+
+def test_no_pack_before_a_seal_after_the_period_is_in_the_bucket(stack, period_seals, tmp_path, capsys, monkeypatch):
+    """A period that ends after the daemon's last seal: no seal closes it yet, so a seal of it still on its way to
+    S3 could be missing from a pack; none is written (exit 11)."""
+    period, docs, _ = period_seals
+    end = next_second()
+    s3_env(monkeypatch, stack)
+    out = tmp_path / "pack"
+    code, _, err = run_cli(capsys, "evidence", "--from", _iso(period.start), "--to", _iso(end), "--out", out,
+                           *trust_args(stack), *s3_args(stack, "evid/"))
+    assert code == EXIT_NOT_CLOSED, err
+    assert f"NOT CLOSED: no seal timestamped after the period (at or after {_iso(end)}) is in s3://" in err
+    assert f"(it would end with the seal of tree size {max(docs)}, timestamped " in err
+    assert "No evidence pack written" in err and not out.exists()
 
 
 def test_pack_is_never_written_over(stack, pack, capsys, monkeypatch):
