@@ -159,7 +159,15 @@ class Notary:
         return await self.finder.find(digest)
 
     async def find_all(self, digests: Sequence[bytes], source: str | None = None) -> list[list[int]]:
-        """For each digest, the indices of the entries holding it (of ``source`` only, if given), in log order."""
+        """For each digest, the indices of the entries holding it (of ``source`` only, if given), in log order.
+
+        With ``source`` (a producer looking before it sends again what it got
+        no answer for), first until every submission accepted before the call
+        has committed or failed: one whose answer the producer never got, or
+        stopped waiting for, is then found rather than still on its way.
+        """
+        if source is not None:
+            await self.sequencer.settled()
         found = await self.finder.find_all(digests)  # one scan with the other lookups waiting meanwhile
         if source is None:
             return found

@@ -183,6 +183,11 @@ class Sequencer:
         self._max_pending = max_pending
         self._pending: deque[tuple[EntryRun, asyncio.Future[int]]] = deque()
         self._pending_entries = 0
+        # Submissions accepted, and how many of them (the first ones: commits go in order) have a known
+        # outcome, committed or failed; ``settled`` waits on these.
+        self._accepted = 0
+        self._decided = 0
+        self._deciding: list[tuple[int, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._closed = False
         self.size = writer.store.size  # committed entries
@@ -211,8 +216,35 @@ class Sequencer:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((entries, future))
         self._pending_entries += entries.count
+        self._accepted += 1
         self._wakeup.set()
         return await future
+
+    async def settled(self) -> None:
+        """Until every submission accepted before this call is committed or has failed.
+
+        Also those whose submitter stopped waiting (a client that timed out or
+        went away): their entries are committed all the same, so a lookup made
+        after this sees them. A producer that lost an answer looks before it
+        sends again (``POST /v1/lookup?source=``, the unix socket's ``lookup``).
+        """
+        if self._decided >= self._accepted:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._deciding.append((self._accepted, future))
+        await future
+
+    def _decide(self, count: int) -> None:
+        """``count`` more submissions, the oldest undecided ones, have their outcome."""
+        self._decided += count
+        still = []
+        for upto, future in self._deciding:
+            if upto <= self._decided:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((upto, future))
+        self._deciding = still
 
     def close(self) -> None:
         """Refuse new submissions; those already accepted are still committed by ``run``."""
@@ -244,6 +276,7 @@ class Sequencer:
                                       "retry later", retry_after=5)
                 fatal = isinstance(exc, WriterGone)  # the daemon exits and is restarted
                 outcome: NotaryError = failed
+                decided = len(batch)
                 if fatal:
                     # The writer may have committed before it died: this batch's fate is not known (a
                     # retry could append it twice). The submissions still queued were never sent.
@@ -255,10 +288,12 @@ class Sequencer:
                     for _, future in self._pending:
                         if not future.done():
                             future.set_exception(failed)
+                    decided += len(self._pending)
                     self._pending.clear()
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(outcome)
+                self._decide(decided)
                 if fatal:
                     raise
                 continue
@@ -273,4 +308,5 @@ class Sequencer:
                 if not future.done():  # a cancelled waiter's entries are durable all the same
                     future.set_result(offset)
                 offset += run.count
+            self._decide(len(batch))
             self.on_commit(self.size)

@@ -10,6 +10,12 @@ malformed line (nothing is appended for it) and for every line of a batch
 larger than ``limits.max_pending_entries``, or ``retry: <reason>`` when the
 notary is over its bounds or the store failed to commit them (nothing was
 appended).
+
+A line ``lookup <digest>`` is answered ``found`` and the indices of this
+source's entries that hold the digest, once every submission accepted before
+it has its outcome (``Notary.find_all``): the producer handler asks so before
+it sends again what it got no answer for. A run of digest lines between two
+lookups is one submission, so a lookup sees the lines before it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from notary.entry import encode_run, parse_digest_hex
-from notary.errors import FormatError
+from notary.errors import FormatError, NotaryError
 from notary.sequencer import CommitUnknown, RetryLater, TooLarge
 
 if TYPE_CHECKING:
@@ -106,17 +112,40 @@ async def _handle(notary: Notary, reader: asyncio.StreamReader, writer: asyncio.
         writer.close()
 
 
+LOOKUP = b"lookup "
+
+
 async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
+    """The answers to ``lines``, in order: consecutive digest lines are one submission, lookups run in their place."""
+    answers: list[bytes] = []
+    start = 0
+    while start < len(lines):
+        lookup = lines[start].startswith(LOOKUP)
+        end = start + 1
+        while end < len(lines) and lines[end].startswith(LOOKUP) == lookup:
+            end += 1
+        answers += await (_lookups if lookup else _submission)(notary, source, lines[start:end])
+        start = end
+    return b"".join(answers)
+
+
+def _parse(lines: list[bytes], strip: int = 0) -> tuple[list[bytes], list[int | str]]:
+    """The digests of ``lines`` (each past its first ``strip`` bytes), and per line its position in them or an error."""
     digests: list[bytes] = []
-    slots: list[int | str] = []  # per line: position in digests, or an error text
+    slots: list[int | str] = []
     for line in lines:
         try:
-            digest = parse_digest_hex(line.strip().decode("ascii"))
+            digest = parse_digest_hex(line[strip:].strip().decode("ascii"))
         except (FormatError, UnicodeDecodeError) as exc:
             slots.append(f"error: {exc}")
             continue
         slots.append(len(digests))
         digests.append(digest)
+    return digests, slots
+
+
+async def _submission(notary: Notary, source: str, lines: list[bytes]) -> list[bytes]:
+    digests, slots = _parse(lines)
     refused = None  # the answer of every digest line when the submission is refused
     first = 0
     if digests:
@@ -126,4 +155,18 @@ async def _answer(notary: Notary, source: str, lines: list[bytes]) -> bytes:
             refused = f"retry: {exc}"
         except (TooLarge, CommitUnknown) as exc:  # retrying never helps, or could append the lines twice
             refused = f"error: {exc}"
-    return b"".join(f"{s if isinstance(s, str) else refused or first + s}\n".encode() for s in slots)
+    return [f"{s if isinstance(s, str) else refused or first + s}\n".encode() for s in slots]
+
+
+async def _lookups(notary: Notary, source: str, lines: list[bytes]) -> list[bytes]:
+    """``found`` and the indices of this source's entries that hold the digest, after every earlier submission settled."""
+    digests, slots = _parse(lines, len(LOOKUP))
+    found: list[list[int]] = []
+    failed = None
+    if digests:
+        try:
+            found = await notary.find_all(digests, source)
+        except NotaryError as exc:  # the store could not be read: the producer must not take it for "not there"
+            failed = f"retry: the log could not be searched ({exc})"
+    return [(s if isinstance(s, str) else failed or " ".join(["found", *map(str, found[s])])).encode() + b"\n"
+            for s in slots]

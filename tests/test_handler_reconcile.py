@@ -9,13 +9,15 @@ deleted or moved, evidence of tampering where there was none.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 
 import pytest
 
 from notary.client import ClientError, NotAcknowledgedError, NotaryHandler, UnixClient
 from notary.client.sync import HttpClient
-from tests.inprocess import SOURCE, TOKEN, running
+from tests.inprocess import SOURCE, TOKEN, auth, digest_hex, running
 
 
 def ledger(sink) -> list[tuple[int, bytes, int | None]]:
@@ -33,6 +35,14 @@ class AnswerLost(HttpClient):
     def submit_indices(self, digests):
         super().submit_indices(digests)
         raise ClientError("the connection to the notary was reset before it answered (injected)")
+
+
+class UnixAnswerLost(UnixClient):
+    """AnswerLost through the unix socket."""
+
+    def submit_indices(self, digests):
+        super().submit_indices(digests)
+        raise ClientError("the notary closed the socket before it answered (injected)")
 
 
 class CannotLook(AnswerLost):
@@ -129,5 +139,65 @@ def test_source_names_the_tokens_source_and_refuses_other_callers(tmp_path):
             for headers in ({}, {"Authorization": "Bearer not-a-token"}):
                 r = await client.get("/v1/source", headers=headers)
                 assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+
+    asyncio.run(main_())
+
+
+def test_through_the_unix_socket_a_batch_whose_answer_was_lost_is_found_not_submitted_again(tmp_path):
+    """Before, ``UnixClient`` could not look, and the handler sent the line again: in the log twice."""
+    sink = tmp_path / "audit.jsonl"
+
+    async def main_():
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, client):
+            h = NotaryHandler(sink, UnixAnswerLost(tmp_path / "s.sock", timeout=5), mode="fail_open")
+            audit = h.attach("test.reconcile.unix")
+            await asyncio.to_thread(audit.info, {"n": 1})
+            await asyncio.to_thread(audit.info, {"n": 2})
+            assert await asyncio.to_thread(h.drain, 10)
+            assert h.submit_failures_total >= 1 and h.reconciled_total == 2 and h.acknowledged_total == 2
+            h.close()
+
+            rows = ledger(sink)
+            found = await asyncio.to_thread(UnixClient(tmp_path / "s.sock", timeout=5).lookup, [d for _, d, _ in rows])
+            assert found == [[i] for _, _, i in rows]  # each line once, at its ledger index
+            assert notary.sequencer.size == 2
+
+    asyncio.run(main_())
+
+
+def test_a_lookup_waits_for_a_submission_still_being_committed(tmp_path):
+    """A producer gave up on a submission the notary was still committing, and looks before sending it again.
+
+    The writer process is stopped (SIGSTOP) with the submission in it. Before,
+    the lookup answered from what was committed (nothing), and the producer
+    sent the line a second time; now it waits for the submission's outcome.
+    """
+    async def main_():
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, client):
+            r = await client.post("/v1/entries", json={"digests": [digest_hex(0)]}, headers=auth())
+            assert r.status == 200
+            unix = UnixClient(tmp_path / "s.sock", timeout=60)
+            pid = notary.writer._process._process.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                given_up = asyncio.ensure_future(
+                    client.post("/v1/entries", json={"digests": [digest_hex(1)]}, headers=auth()))
+                by_unix = asyncio.ensure_future(asyncio.to_thread(unix.submit_indices, [bytes.fromhex(digest_hex(2))]))
+                # Both accepted: the first in the stopped writer's commit, the second queued behind it.
+                while notary.sequencer.pending_entries < 2:
+                    await asyncio.sleep(0.01)
+                given_up.cancel()  # the producer stops waiting; the notary commits it all the same
+                over_http = asyncio.ensure_future(client.post(
+                    f"/v1/lookup?source={SOURCE}", json={"digests": [digest_hex(1)]}, headers=auth()))
+                over_unix = asyncio.ensure_future(asyncio.to_thread(unix.lookup, [bytes.fromhex(digest_hex(2))]))
+                # Long enough for a lookup that does not wait to answer from the store as it is.
+                await asyncio.wait([over_http, over_unix], timeout=1.0)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            r = await asyncio.wait_for(over_http, 30)
+            assert (await r.json())["indices"] == [[1]]
+            assert await asyncio.wait_for(over_unix, 30) == [[2]]
+            assert await asyncio.wait_for(by_unix, 30) == [2]
+            assert notary.sequencer.size == 3
 
     asyncio.run(main_())

@@ -149,3 +149,18 @@ def test_the_socket_file_is_removed_at_stop_unless_another_server_took_the_path(
         other.close()
 
     asyncio.run(main())
+
+
+def test_lookup_lines_answer_in_their_place_with_this_sources_entries_only(tmp_path):
+    async def main():
+        async with running(tmp_path, unix_uid=os.getuid()) as (notary, client):
+            r = await client.post("/v1/entries", json={"digests": [digest_hex(1)]}, headers=auth())  # another source
+            assert (await r.json())["entries"] == [{"index": 0}]
+            sent = (lines(1) + f"lookup {digest_hex(1)}\nlookup {digest_hex(9)}\nlookup xyz\n".encode()
+                    + lines(1) + f"lookup {digest_hex(1).upper()}\n".encode())
+            answers = await exchange(tmp_path / "s.sock", sent)
+            # The lookup after the first digest line sees its commit; the HTTP source's entry 0 is not this source's.
+            assert answers == ["1", "found 1", "found", "error: digest 'xyz' is not 64 hex digits", "2", "found 1 2"]
+            assert notary.sequencer.size == 3
+
+    asyncio.run(main())

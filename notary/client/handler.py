@@ -336,9 +336,9 @@ class NotaryHandler(logging.Handler):
     def _reconcile(self, rows: list[tuple[int, bytes]]) -> bool:
         """Before submitting again: mark the lines of ``rows`` the log already holds; True if there were any.
 
-        Only with a transport that can look (``HttpClient.committed_prefix``);
-        through one that cannot, the lines are submitted again, and may be in
-        the log twice (docs/PRODUCERS.md).
+        Only with a transport that can look (``committed_prefix``: ``HttpClient``
+        and ``UnixClient``); through one that cannot, the lines are submitted
+        again, and may be in the log twice (docs/PRODUCERS.md).
         """
         look = getattr(self.transport, "committed_prefix", None)
         if look is None:

@@ -144,6 +144,24 @@ def unix_indices(path: Path, data: bytes, expected: int) -> list[int]:
     return [int(a) for a in answers]
 
 
+def committed_run(hits: Sequence[Sequence[int]], after: int) -> list[int]:
+    """The longest run ``i, i+1, ...`` past ``after`` with ``i + k`` among ``hits[k]`` (each digest's indices of one source).
+
+    The first entry past ``after`` that holds the first digest starts the run:
+    no line after the spool's first has been acknowledged, so nothing of this
+    source past ``after`` is a later line's.
+    """
+    if not hits:
+        return []
+    starts = [i for i in hits[0] if isinstance(i, int) and i > after]
+    if not starts:
+        return []
+    run = [min(starts)]
+    while len(run) < len(hits) and run[0] + len(run) in hits[len(run)]:
+        run.append(run[0] + len(run))
+    return run
+
+
 class HttpClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
         self.url = url.rstrip("/")
@@ -199,15 +217,7 @@ class HttpClient:
         if not isinstance(hits, list) or len(hits) != len(digests):
             raise ClientError(f"lookup: the answer has {len(hits) if isinstance(hits, list) else 'no'} index lists "
                               f"for {len(digests)} digests")
-        # The first entry past ``after`` that holds the first digest starts the run: no line after the
-        # spool's first has been acknowledged, so nothing of this source past ``after`` is a later line's.
-        starts = [i for i in hits[0] if isinstance(i, int) and i > after]
-        if not starts:
-            return []
-        run = [min(starts)]
-        while len(run) < len(digests) and run[0] + len(run) in hits[len(run)]:
-            run.append(run[0] + len(run))
-        return run
+        return committed_run(hits, after)
 
     def proof(self, *, digest: bytes | None = None, index: int | None = None, size: int | None = None) -> str:
         return answer_body(*self._request("GET", proof_path(digest, index, size)), "proof").decode("utf-8")
@@ -250,20 +260,25 @@ def _query(**params: object) -> str:
     return "?" + urllib.parse.urlencode(given) if given else ""
 
 
-def submit_unix(path: Path, digests: Sequence[bytes], timeout: float = 60.0) -> list[int]:
-    """Submit over the unix socket; return the indices in order."""
+def _unix_exchange(path: Path, request: bytes, timeout: float) -> bytes:
+    """Send ``request`` over the unix socket, end the sending side, and return everything the notary answers."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(unix_request(digests))
+            sock.sendall(request)
             sock.shutdown(socket.SHUT_WR)
             data = b""
             while chunk := sock.recv(1 << 16):
                 data += chunk
     except OSError as exc:
         raise ClientError(f"notary socket {path} cannot be used: {exc.strerror or exc}") from None
-    return unix_indices(path, data, len(digests))
+    return data
+
+
+def submit_unix(path: Path, digests: Sequence[bytes], timeout: float = 60.0) -> list[int]:
+    """Submit over the unix socket; return the indices in order."""
+    return unix_indices(path, _unix_exchange(path, unix_request(digests), timeout), len(digests))
 
 
 class UnixClient:
@@ -275,3 +290,26 @@ class UnixClient:
 
     def submit_indices(self, digests: Sequence[bytes]) -> list[int]:
         return submit_unix(self.path, digests, self.timeout)
+
+    def lookup(self, digests: Sequence[bytes]) -> list[list[int]]:
+        """For each digest, the indices of this peer's source's entries that hold it, in log order.
+
+        The notary answers once every submission it accepted before has
+        committed or failed (``lookup <digest>`` lines; docs/PRODUCERS.md).
+        """
+        data = _unix_exchange(self.path, b"".join(b"lookup " + d.hex().encode() + b"\n" for d in digests), self.timeout)
+        answers = data.decode("utf-8", "replace").splitlines()
+        found = []
+        for answer in answers:
+            words = answer.split(" ")
+            if words[0] != "found" or not all(w.isdigit() for w in words[1:]):
+                raise ClientError(f"notary socket {self.path}: {answer}")
+            found.append([int(w) for w in words[1:]])
+        if len(found) != len(digests):
+            raise ClientError(f"notary socket {self.path}: connection closed early ({len(found)} of "
+                              f"{len(digests)} lookups answered)")
+        return found
+
+    def committed_prefix(self, digests: Sequence[bytes], after: int) -> list[int]:
+        """As ``HttpClient.committed_prefix``: the source is this peer's, as the notary maps its uid."""
+        return committed_run(self.lookup(digests), after) if digests else []
