@@ -202,6 +202,12 @@ def _http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+# What any S3 store takes as a bucket name (AWS allows fewer: lowercase, 3-63): catches a URL, a path or a
+# prefix written where the name belongs, which the store would answer with a less clear error at start.
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+_REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
 def _pin_source(text: str, key: str, base: Path) -> str:
     """A PIN source as hsm.pin.PinSource reads it; a relative file: path is relative to the configuration file."""
     kind, sep, ref = text.partition(":")
@@ -268,12 +274,14 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
 
     s = top.section("s3")
     s3 = S3Config(
-        bucket=s.get("bucket", str, check=bool, must="must be the bucket name"),
+        bucket=s.get("bucket", str, check=_BUCKET.fullmatch,
+                     must="must be the bucket's name alone (letters, digits, '.', '-', '_'; no s3://, no path: "
+                          "the part of the key before seals/ is s3.prefix)"),
         prefix=s.get("prefix", str, "", check=lambda v: v == "" or v.endswith("/"), must="must be empty or end with '/'"),
         retention_days=s.get("retention_days", int, check=lambda v: 0 < v <= MAX_RETENTION_DAYS,
                              must=f"must be a number of days > 0 and at most {MAX_RETENTION_DAYS} (100 years)"),
         endpoint=s.get("endpoint", str, None, check=_http_url, must="must be an http(s) URL"),
-        region=s.get("region", str, None),
+        region=s.get("region", str, None, check=_REGION.fullmatch, must="must be a region name, e.g. 'eu-west-1'"),
         credentials_file=s.path("credentials_file", None),
     )
     s.done()
