@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Read-only, O(n): every entry against its leaf hash, every stored node "
                               "against its children, the digest index against the entries, and the root of every "
                               "seal in seals.db against the log. Safe beside the running daemon: it checks the log "
-                              "as it was when the check started, reading it in short transactions.")
+                              "as it was when the check started, reading it in short transactions.",
+                              epilog=CHECK_STORE_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the daemon's data_dir (holding log.db and seals.db)")
     p.set_defaults(handler=_check_store)
 
@@ -230,15 +231,42 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
+CHECK_STORE_EXIT_CODES = """exit status:
+  0  OK: the log, its tree, its digest index and every seal agree
+  1  the check could not run: log.db cannot be read as this user (run it as the daemon's user)
+  2  usage: DATA_DIR is not a directory or holds no log.db
+  9  a finding: the first thing that does not match is named (an entry or stored node that does not match,
+     a damaged digest index, a seal whose root the log does not give, seals.db missing, altered or unreadable,
+     log.db not a readable log store)"""
+
+
 def _check_store(args: argparse.Namespace) -> int:
+    from notary.cli_verify import EXIT_FINDINGS, CommandError
+    from notary.verify import EXIT_ERROR, EXIT_USAGE
+
+    log_db = args.data_dir / "log.db"
+    if not args.data_dir.is_dir():
+        raise CommandError(f"{args.data_dir} is not a directory: give the daemon's data_dir", EXIT_USAGE)
+    if not log_db.exists():
+        raise CommandError(f"{args.data_dir} holds no log.db: it is not a daemon's data_dir", EXIT_USAGE)
+    if not os.access(log_db, os.R_OK) or not os.access(args.data_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise CommandError(f"{log_db} cannot be read as this user (SQLite also needs write access to "
+                           f"{args.data_dir} for its -shm file): run the check as the daemon's user", EXIT_ERROR)
+    try:
+        return _check_store_files(args.data_dir)
+    except NotaryError as exc:
+        raise CommandError(f"FINDING: {exc}", EXIT_FINDINGS) from None
+
+
+def _check_store_files(data_dir: Path) -> int:
     import sqlite3
 
     from notary.checkpoint import parse_signed_checkpoint
     from notary.store import LogStore
 
-    with LogStore(args.data_dir / "log.db", readonly=True) as store:
+    with LogStore(data_dir / "log.db", readonly=True) as store:
         checked = store.verify()
-        seals_path = args.data_dir / "seals.db"
+        seals_path = data_dir / "seals.db"
         # Without seals.db nothing signed is checked: a log rewritten whole
         # (entries and nodes alike) would pass. The daemon creates it at its
         # first start, so its absence is a finding, not a reason to skip.

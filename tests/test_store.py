@@ -309,7 +309,7 @@ def test_check_store_command(tmp_path, capsys):
     assert main(["check-store", str(tmp_path)]) == 0
     assert "OK: 300 entries and their tree recomputed; 1 seals agree" in capsys.readouterr().out
     _corrupt(tmp_path / "log.db", "UPDATE entries SET entry = ? WHERE idx = 7", b"forged")
-    assert main(["check-store", str(tmp_path)]) == 1
+    assert main(["check-store", str(tmp_path)]) == 9
     assert "entry 7 does not match its stored leaf hash" in capsys.readouterr().err
 
 
@@ -319,7 +319,7 @@ def test_check_store_without_seal_records_fails(tmp_path, capsys):
     from notary.cli import main
 
     _store_with(tmp_path / "log.db", 300)
-    assert main(["check-store", str(tmp_path)]) == 1
+    assert main(["check-store", str(tmp_path)]) == 9
     assert "seals.db does not exist: no seal can be checked" in capsys.readouterr().err
 
 
@@ -338,7 +338,7 @@ def test_check_store_checks_the_signed_checkpoint_not_only_the_root_column(tmp_p
     with LogStore(tmp_path / "log.db", readonly=True) as store:
         forged_root = store.tree_hash(300)
     _corrupt(tmp_path / "seals.db", "UPDATE seals SET root_hash = ?", forged_root)
-    assert main(["check-store", str(tmp_path)]) == 1
+    assert main(["check-store", str(tmp_path)]) == 9
     assert "seal 300: seals.db gives root" in capsys.readouterr().err
 
 
@@ -347,8 +347,30 @@ def test_check_store_reports_unreadable_seal_records_in_one_sentence(tmp_path, c
 
     _store_with(tmp_path / "log.db", 3)
     (tmp_path / "seals.db").write_bytes(b"not a database" * 100)
-    assert main(["check-store", str(tmp_path)]) == 1  # not a traceback
+    assert main(["check-store", str(tmp_path)]) == 9  # not a traceback
     assert "cannot be read: file is not a database" in capsys.readouterr().err
+
+
+def test_check_store_tells_a_wrong_directory_or_user_from_a_finding(tmp_path, capsys, monkeypatch):
+    """Monitoring on the weekly unit must tell "the store is damaged" (9) from "the check did not run" (1, 2)."""
+    from notary.cli import main
+
+    assert main(["check-store", str(tmp_path / "nowhere")]) == 2
+    assert "is not a directory: give the daemon's data_dir" in capsys.readouterr().err
+    assert main(["check-store", str(tmp_path)]) == 2
+    assert "holds no log.db: it is not a daemon's data_dir" in capsys.readouterr().err
+    _store_with(tmp_path / "log.db", 3)
+    _sealed_at(tmp_path, 3)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as another user than the daemon's (tests run as root)
+    assert main(["check-store", str(tmp_path)]) == 1
+    assert "cannot be read as this user" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["check-store", str(tmp_path)]) == 0
+    (tmp_path / "log.db").write_bytes(b"not a database" * 1000)  # damaged beyond SQLite's reading: a finding
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp_path / 'log.db'}{suffix}").unlink(missing_ok=True)
+    assert main(["check-store", str(tmp_path)]) == 9
+    assert "is unreadable" in capsys.readouterr().err
 
 
 def test_the_weekly_check_unit_checks_the_daemon_data_dir_as_its_user():
