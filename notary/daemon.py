@@ -46,6 +46,10 @@ log = logging.getLogger("notary")
 _LAST_KEY_EVENT = "last_logged_key_event"
 
 
+class KeyEventsNotLogged(NotaryError):
+    """At start-up, the keyring's new key events could not be appended to the log: nothing was signed."""
+
+
 class Notary:
     def __init__(self, config: Config, *, signers: Sequence[NoteSigner], timestamper: Timestamper,
                  publisher: Publisher):
@@ -72,15 +76,37 @@ class Notary:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self) -> None:
-        """Recover: check the store against the last signed checkpoint, then start the loops."""
+    async def start(self, key_events: Sequence = ()) -> None:
+        """Recover, append ``key_events`` (``log_key_events``), then start sealing and anchoring.
+
+        The store is checked against the last signed checkpoint and the
+        bucket against the seals first. Nothing is signed before the key
+        events are durable, so the first checkpoint signed covers the events
+        of the keys that sign it: a store left with unsealed entries (a kill,
+        a power loss) would otherwise be sealed, signed by a key activated
+        meanwhile, while the lookup of the events runs. If the events cannot
+        be appended, nothing is started and nothing is signed.
+        """
         await self.sealer.start()
         await self.anchorer.start()
+        sequencer = asyncio.create_task(self.sequencer.run(), name="sequencer")
+        watch = asyncio.create_task(self.writer.watch(), name="store writer")
+        try:
+            await self.log_key_events(key_events)
+        except Exception as exc:
+            self.sequencer.close()  # nothing else was submitted: no ingest is open yet
+            watch.cancel()
+            await asyncio.gather(sequencer, watch, return_exceptions=True)
+            if not isinstance(exc, NotaryError):
+                raise
+            raise KeyEventsNotLogged(f"the keyring's key events not logged yet ({len(key_events)}) could not be "
+                                     "appended to the log, so the notary does not start (nothing is signed before "
+                                     f"they are in the log): {exc}") from exc
         self.tasks = [
-            asyncio.create_task(self.sequencer.run(), name="sequencer"),
+            sequencer,
             asyncio.create_task(self.sealer.run(self.stopping), name="sealer"),
             asyncio.create_task(self.anchorer.run(self.draining, lambda: self._drain_deadline), name="anchorer"),
-            asyncio.create_task(self.writer.watch(), name="store writer"),
+            watch,
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -346,11 +372,10 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
     stop = asyncio.Event()
     reloading = asyncio.Lock()
     try:
-        # The keyring's history is checked against what the log holds before
-        # the sealer signs anything with its keys.
+        # The keyring's history is checked against what the log holds, and its
+        # new events appended, before anything is signed with its keys.
         events = keyring.unlogged_events(await notary.last_logged_key_event())
-        await notary.start()
-        await notary.log_key_events(events)
+        await notary.start(events)
         runner = web.AppRunner(build_app(notary), access_log=None)
         await runner.setup()
         sites = []
