@@ -142,6 +142,10 @@ class Sealer:
             if self._first_unsealed_at is not None:
                 timeout = max(0.0, self._first_unsealed_at + self.max_age - time.monotonic())
             self._wakeup.clear()
+            if self._sequencer.size - self.sealed_size >= self.max_entries:
+                # A batch that filled up before this turn (the key events appended at start-up, commits
+                # during the last seal) woke nobody: seal it now, not max_age later.
+                timeout = 0.0
             waiter = asyncio.ensure_future(self._wakeup.wait())
             stopper = asyncio.ensure_future(stopping.wait())
             await asyncio.wait([waiter, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

@@ -155,3 +155,26 @@ def test_key_events_that_cannot_be_appended_stop_the_start_before_anything_is_si
             notary.close()
 
     asyncio.run(main())
+
+
+def test_a_batch_filled_before_the_sealer_runs_is_sealed_at_once(tmp_path):
+    """The key events appended at start-up commit before the sealer's first turn, and so do the commits
+    made while a seal is being signed. Before, such a full batch woke nobody (each turn began by clearing
+    the wake-up) and waited batch.max_age to be sealed, here an hour."""
+    import dataclasses
+    import hashlib
+    from types import SimpleNamespace
+
+    config = dataclasses.replace(make_config(tmp_path, max_age=3600), max_entries=2)
+    events = [SimpleNamespace(digest=lambda n=n: hashlib.sha256(b"key event %d" % n).digest()) for n in range(2)]
+
+    async def main():
+        notary = Notary(config, signers=[SoftwareSigner.ed25519(b"\x02" * 32)], timestamper=FakeTSA(), publisher=FakeS3())
+        await notary.start(events)
+        try:
+            async with notary.sealer.sealed:  # the bound only keeps a failure from hanging the run
+                await asyncio.wait_for(notary.sealer.sealed.wait_for(lambda: notary.sealer.sealed_size == 2), 60)
+        finally:
+            await notary.stop(timeout=2)
+
+    asyncio.run(main())
