@@ -170,6 +170,9 @@ class Sealer:
         size = self._sequencer.size
         if size <= self.sealed_size:
             return None
+        # The signers of this tree size, read with it: a key is made a signer only once its key events are
+        # committed (notary.daemon._reload), so a key signs only trees that hold its activation.
+        signers = list(self._signers())
         prev = self.latest
         prev_size = self.sealed_size
         root, proof = await self._writer.run(
@@ -177,7 +180,6 @@ class Sealer:
         if prev is not None:
             # Never sign a checkpoint inconsistent with one already signed.
             merkle.verify_consistency(prev_size, size, prev.root_hash, root, proof)
-        signers = self._signers()
         signed = await sign_checkpoint(Checkpoint(self.origin, size, root), signers)
         # A seal becomes permanent under Object Lock: never store one whose
         # signatures a verifier would reject (a faulty HSM or a wrong key).

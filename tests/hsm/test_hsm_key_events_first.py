@@ -48,8 +48,10 @@ def seals(config) -> list[tuple[int, bytes]]:
         db.close()
 
 
-def signs(key: TokenKey, checkpoint: bytes) -> bool:
-    return vkey(key) in checkpoint_signers(parse_signed_checkpoint(checkpoint), [vkey(key)])
+def signed_by(checkpoint: bytes, *keys: TokenKey) -> list[str]:
+    """The labels of ``keys`` whose signatures on ``checkpoint`` verify (VerificationError when none does)."""
+    verified = checkpoint_signers(parse_signed_checkpoint(checkpoint), [vkey(k) for k in keys])
+    return [k.label for k in keys if vkey(k) in verified]
 
 
 def activated_at(config, ring: Keyring, key: TokenKey) -> int:
@@ -119,7 +121,59 @@ def test_the_first_seal_after_a_start_covers_the_key_events_of_the_keys_that_sig
     serve_once(monkeypatch, config, keyring, token)
 
     size, checkpoint = next((size, cp) for size, cp in seals(config) if size > before)
-    assert signs(second, checkpoint)
+    assert signed_by(checkpoint, first, second) == [first.label, second.label]
     activation = activated_at(config, ring, second)
     assert activation < size, (f"the first seal after the start, of tree size {size}, is signed by the key "
                                f"activated at index {activation}, outside that tree")
+
+
+def reload_adapters(keyring: Path, token: Token) -> daemon.Adapters:
+    return daemon.Adapters(keyring=lambda: Keyring.load(keyring), signers=lambda ring: active_signers(token, ring),
+                           timestamper=None, publisher=None, close=lambda: None)
+
+
+def test_a_seal_begun_before_a_reload_is_not_signed_by_the_key_the_reload_activates(token, tmp_path, monkeypatch):
+    """A seal reads the tree size, then the tree head, then signs. Before, it took its signers only after
+    reading the tree head: a reload that appended a new key's events and switched the signers meanwhile
+    had the new key sign the tree size read before its activation was in the log."""
+    first, second = token.generate(ECDSA_P256, "reload-first"), token.generate(ECDSA_P256, "reload-second")
+    before = with_key(Keyring(ORIGIN), first)
+    after = with_key(before, second)
+    keyring = tmp_path / "keyring.json"
+    keyring.write_bytes(after.encode())
+    config = dataclasses.replace(make_config(tmp_path, max_age=3600), max_entries=1, unix_socket=None)
+    monkeypatch.setattr(daemon, "load_config", lambda path: config)
+    made = []  # the seals as the sealer signed them (the anchorer may sign one again before it is published)
+
+    async def main() -> None:
+        notary = daemon.Notary(config, signers=active_signers(token, before), timestamper=FakeTSA(), publisher=FakeS3())
+        await notary.start(before.events)
+        poke = notary.sealer.on_seal
+        notary.sealer.on_seal = lambda seal: (made.append(seal), poke(seal))
+        async with notary.sealer.sealed:  # max_entries = 1: each commit is sealed at once
+            await notary.sealer.sealed.wait_for(lambda: notary.sealer.sealed_size == 2)
+
+        # The sealer's read of the next tree head waits until the reload is over: a slow read, made certain.
+        reading, reloaded = asyncio.Event(), asyncio.Event()
+        run = notary.writer.run
+
+        async def slow_tree_head(fn):
+            if asyncio.current_task().get_name() == "sealer" and not reloaded.is_set():
+                reading.set()
+                await reloaded.wait()
+            return await run(fn)
+
+        monkeypatch.setattr(notary.writer, "run", slow_tree_head)
+        await notary.submit(encode_run([bytes(32)], "producer"))  # index 2: the sealer begins sealing size 3
+        await reading.wait()
+        await daemon._reload(notary, Path("notary.toml"), reload_adapters(keyring, token), asyncio.Lock())
+        reloaded.set()
+        await notary.stop(timeout=5)
+
+    asyncio.run(main())
+    activation = activated_at(config, after, second)
+    assert [s.tree_size for s in made] == [2, 3, activation + 1]
+    for seal in made:  # the second key signs exactly the trees that hold its activation
+        expected = [first.label, second.label] if seal.tree_size > activation else [first.label]
+        assert signed_by(seal.checkpoint, first, second) == expected, (
+            f"seal {seal.tree_size}; the second key was activated at index {activation}")
