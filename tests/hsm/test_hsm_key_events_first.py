@@ -17,6 +17,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from hsm.algorithms import ECDSA_P256
 from hsm.keyring import Keyring
 from hsm.signer import active_signers
@@ -177,3 +179,56 @@ def test_a_seal_begun_before_a_reload_is_not_signed_by_the_key_the_reload_activa
         expected = [first.label, second.label] if seal.tree_size > activation else [first.label]
         assert signed_by(seal.checkpoint, first, second) == expected, (
             f"seal {seal.tree_size}; the second key was activated at index {activation}")
+
+
+@pytest.mark.parametrize("change", ["second key activated", "second key activated, first retired"])
+def test_a_seal_waiting_through_a_reload_is_signed_again_only_when_none_of_its_keys_is_active(
+        token, tmp_path, monkeypatch, change):
+    """A seal waits in the outbox (the TSA down) while a reload activates a second key. Before, the anchorer
+    signed every waiting seal again whenever one active key had not signed it: the new key signed a tree
+    without its activation, though the first key's signature, still trusted, was enough. Only a seal none
+    of whose keys is active any more (a rotation finished while it waited) is signed again."""
+    first = token.generate(ECDSA_P256, "outbox-first")
+    second = token.generate(ECDSA_P256, "outbox-second")
+    before = with_key(Keyring(ORIGIN), first)
+    after = with_key(before, second)
+    if "retired" in change:
+        after = after.retire(first.key_id.hex())
+    keyring = tmp_path / "keyring.json"
+    keyring.write_bytes(after.encode())
+    config = dataclasses.replace(make_config(tmp_path, max_age=3600), max_entries=1, unix_socket=None)
+    monkeypatch.setattr(daemon, "load_config", lambda path: config)
+    tsa = FakeTSA()
+
+    async def until(condition, predicate) -> None:
+        async with condition:
+            await condition.wait_for(predicate)
+
+    async def main() -> int:
+        notary = daemon.Notary(config, signers=active_signers(token, before), timestamper=tsa, publisher=FakeS3())
+        await notary.start(before.events)  # max_entries = 1: each commit is sealed at once
+        anchored = lambda size: lambda: notary.anchorer.latest_anchored is not None and (  # noqa: E731
+            notary.anchorer.latest_anchored.tree_size == size)
+        await until(notary.anchorer.anchored, anchored(2))
+        tsa.fail = True
+        await notary.submit(encode_run([bytes(32)], "producer"))  # index 2, sealed at 3, waits for the TSA
+        await until(notary.sealer.sealed, lambda: notary.sealer.sealed_size == 3)
+        await daemon._reload(notary, Path("notary.toml"), reload_adapters(keyring, token), asyncio.Lock())
+        reloaded = notary.sequencer.size  # the reload's key events are in the log
+        await until(notary.sealer.sealed, lambda: notary.sealer.sealed_size == reloaded)
+        last = await notary.submit(encode_run([bytes(31) + b"\x01"], "producer")) + 1  # sealed by the new keys
+        await until(notary.sealer.sealed, lambda: notary.sealer.sealed_size == last)
+        tsa.fail = False
+        await until(notary.anchorer.anchored, anchored(last))
+        await notary.stop(timeout=5)
+        return last
+
+    last = asyncio.run(main())
+    assert activated_at(config, after, second) == 4
+    published = dict(seals(config))
+    if "retired" in change:  # the first key's signature no longer counts: the second signs the waiting seal
+        assert signed_by(published[3], first, second) == [second.label]
+        assert signed_by(published[last], first, second) == [second.label]
+    else:  # the first key's signature still counts: the waiting seal keeps it alone
+        assert signed_by(published[3], first, second) == [first.label]
+        assert signed_by(published[last], first, second) == [first.label, second.label]
