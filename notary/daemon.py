@@ -27,7 +27,7 @@ from aiohttp import web
 from notary import store_process, systemd
 from notary.api import NotAnchoredBeforeStop, NotAnchoredInTime, NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
-from notary.config import KEY_EVENT_SOURCE, Config, load_config, read_s3_credentials
+from notary.config import KEY_EVENT_SOURCE, Config, changed_keys, load_config, read_s3_credentials
 from notary.entry import Entry, EntryRun, encode_run
 from notary.errors import NotaryError
 from notary.metrics import Metrics
@@ -438,8 +438,36 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
         adapters.close()
 
 
+# What a reload applies from the configuration file; origin and data_dir refuse a reload, and every
+# other key (the HSM session, TSAs, bucket, listeners, batch, limits) is used only as the daemon starts.
+RELOADED_KEYS = ("sources.http", "sources.unix")
+
+
+def _warn_restart_only(running: Config, fresh: Config, config_path: Path) -> None:
+    """Log, naming them, the keys of ``fresh`` that differ from the running ones and that only a restart applies."""
+    keys = [k for k in changed_keys(running, fresh) if k not in RELOADED_KEYS]
+    if not keys:
+        return
+    sections = list(dict.fromkeys(_section_of(k) for k in keys))
+    keyring = (f" (the keyring is still read from {running.hsm.keyring})"
+               if running.hsm.keyring != fresh.hsm.keyring else "")
+    log.warning("reload: %s changed in %s, but a reload does not apply %s: the running values stay in force "
+                "until the service is restarted%s", ", ".join(keys), config_path, ", ".join(sections), keyring)
+
+
+def _section_of(key: str) -> str:
+    """The table a key of the file is in, as written there (``[hsm]``, ``[[tsa]]``), or the top-level key itself."""
+    if key == "tsa":
+        return "[[tsa]]"
+    table, dot, _ = key.partition(".")
+    return f"[{table}]" if dot else key
+
+
 async def _reload(notary: Notary, config_path: Path, adapters: Adapters, reloading: asyncio.Lock) -> None:
     """SIGHUP: reload the sources and the keyring (new active keys sign from the next seal on).
+
+    Other changes to the file need a restart; they are logged as a warning,
+    naming the keys, and not applied.
 
     All or nothing: the configuration, the signers and the keyring's events
     are read and checked first (a keyring whose history does not extend what
@@ -452,6 +480,7 @@ async def _reload(notary: Notary, config_path: Path, adapters: Adapters, reloadi
             fresh = load_config(config_path)
             if fresh.origin != notary.config.origin or fresh.data_dir != notary.config.data_dir:
                 raise NotaryError("origin and data_dir cannot change on reload; restart the service")
+            _warn_restart_only(notary.config, fresh, config_path)
             keyring = adapters.keyring()
             signers = adapters.signers(keyring)
             events = keyring.unlogged_events(await notary.last_logged_key_event())
