@@ -9,6 +9,7 @@ their SHA-256.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import math
@@ -335,6 +336,33 @@ def parse_config(raw: dict, base: Path = Path(".")) -> Config:
         max_entries=max_entries, max_age=max_age, hsm=hsm, tsas=tuple(tsas), s3=s3, limits=limits,
         http_tokens=tokens, unix_peers=peers, shutdown_timeout=shutdown_timeout,
     )
+
+
+# The file's name of each Config field whose name differs; hsm, s3 and limits are tables whose fields are their keys.
+_FILE_KEYS = {"http_listen": "listen.http", "unix_socket": "listen.unix", "max_entries": "batch.max_entries",
+              "max_age": "batch.max_age", "tsas": "tsa", "http_tokens": "sources.http", "unix_peers": "sources.unix"}
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """The keys whose values differ between ``old`` and ``new``, named as in the file.
+
+    ``hsm.keyring``, ``limits.max_pending_entries``, ``listen.http``; ``tsa``
+    for any change to the ``[[tsa]]`` list; ``sources.http`` and
+    ``sources.unix`` for any change to those tables. Names only, never values
+    (the PIN source, the token hashes).
+    """
+    changed = []
+    for f in dataclasses.fields(Config):
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if before == after:
+            continue
+        name = _FILE_KEYS.get(f.name, f.name)
+        if dataclasses.is_dataclass(before):
+            changed += [f"{name}.{g.name}" for g in dataclasses.fields(before)
+                        if getattr(before, g.name) != getattr(after, g.name)]
+        else:
+            changed.append(name)
+    return changed
 
 
 def _check_source_name(name: str, key: str) -> None:

@@ -27,7 +27,7 @@ from aiohttp import web
 from notary import store_process, systemd
 from notary.api import NotAnchoredBeforeStop, NotAnchoredInTime, NotYetSealed, build_app
 from notary.checkpoint import parse_signed_checkpoint
-from notary.config import KEY_EVENT_SOURCE, Config, load_config, read_s3_credentials
+from notary.config import KEY_EVENT_SOURCE, Config, changed_keys, load_config, read_s3_credentials
 from notary.entry import Entry, EntryRun, encode_run
 from notary.errors import NotaryError
 from notary.metrics import Metrics
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("notary")
 
 _LAST_KEY_EVENT = "last_logged_key_event"
+
+
+class KeyEventsNotLogged(NotaryError):
+    """At start-up, the keyring's new key events could not be appended to the log: nothing was signed."""
 
 
 class Notary:
@@ -72,15 +76,37 @@ class Notary:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self) -> None:
-        """Recover: check the store against the last signed checkpoint, then start the loops."""
+    async def start(self, key_events: Sequence = ()) -> None:
+        """Recover, append ``key_events`` (``log_key_events``), then start sealing and anchoring.
+
+        The store is checked against the last signed checkpoint and the
+        bucket against the seals first. Nothing is signed before the key
+        events are durable, so the first checkpoint signed covers the events
+        of the keys that sign it: a store left with unsealed entries (a kill,
+        a power loss) would otherwise be sealed, signed by a key activated
+        meanwhile, while the lookup of the events runs. If the events cannot
+        be appended, nothing is started and nothing is signed.
+        """
         await self.sealer.start()
         await self.anchorer.start()
+        sequencer = asyncio.create_task(self.sequencer.run(), name="sequencer")
+        watch = asyncio.create_task(self.writer.watch(), name="store writer")
+        try:
+            await self.log_key_events(key_events)
+        except Exception as exc:
+            self.sequencer.close()  # nothing else was submitted: no ingest is open yet
+            watch.cancel()
+            await asyncio.gather(sequencer, watch, return_exceptions=True)
+            if not isinstance(exc, NotaryError):
+                raise
+            raise KeyEventsNotLogged(f"the keyring's key events not logged yet ({len(key_events)}) could not be "
+                                     "appended to the log, so the notary does not start (nothing is signed before "
+                                     f"they are in the log): {exc}") from exc
         self.tasks = [
-            asyncio.create_task(self.sequencer.run(), name="sequencer"),
+            sequencer,
             asyncio.create_task(self.sealer.run(self.stopping), name="sealer"),
             asyncio.create_task(self.anchorer.run(self.draining, lambda: self._drain_deadline), name="anchorer"),
-            asyncio.create_task(self.writer.watch(), name="store writer"),
+            watch,
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -354,11 +380,10 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
     stop = asyncio.Event()
     reloading = asyncio.Lock()
     try:
-        # The keyring's history is checked against what the log holds before
-        # the sealer signs anything with its keys.
+        # The keyring's history is checked against what the log holds, and its
+        # new events appended, before anything is signed with its keys.
         events = keyring.unlogged_events(await notary.last_logged_key_event())
-        await notary.start()
-        await notary.log_key_events(events)
+        await notary.start(events)
         runner = web.AppRunner(build_app(notary), access_log=None)
         await runner.setup()
         sites = []
@@ -421,8 +446,36 @@ async def serve(config_path: Path, *, on_ready: Callable[[Notary], None] | None 
         adapters.close()
 
 
+# What a reload applies from the configuration file; origin and data_dir refuse a reload, and every
+# other key (the HSM session, TSAs, bucket, listeners, batch, limits) is used only as the daemon starts.
+RELOADED_KEYS = ("sources.http", "sources.unix")
+
+
+def _warn_restart_only(running: Config, fresh: Config, config_path: Path) -> None:
+    """Log, naming them, the keys of ``fresh`` that differ from the running ones and that only a restart applies."""
+    keys = [k for k in changed_keys(running, fresh) if k not in RELOADED_KEYS]
+    if not keys:
+        return
+    sections = list(dict.fromkeys(_section_of(k) for k in keys))
+    keyring = (f" (the keyring is still read from {running.hsm.keyring})"
+               if running.hsm.keyring != fresh.hsm.keyring else "")
+    log.warning("reload: %s changed in %s, but a reload does not apply %s: the running values stay in force "
+                "until the service is restarted%s", ", ".join(keys), config_path, ", ".join(sections), keyring)
+
+
+def _section_of(key: str) -> str:
+    """The table a key of the file is in, as written there (``[hsm]``, ``[[tsa]]``), or the top-level key itself."""
+    if key == "tsa":
+        return "[[tsa]]"
+    table, dot, _ = key.partition(".")
+    return f"[{table}]" if dot else key
+
+
 async def _reload(notary: Notary, config_path: Path, adapters: Adapters, reloading: asyncio.Lock) -> None:
     """SIGHUP: reload the sources and the keyring (new active keys sign from the next seal on).
+
+    Other changes to the file need a restart; they are logged as a warning,
+    naming the keys, and not applied.
 
     All or nothing: the configuration, the signers and the keyring's events
     are read and checked first (a keyring whose history does not extend what
@@ -435,6 +488,7 @@ async def _reload(notary: Notary, config_path: Path, adapters: Adapters, reloadi
             fresh = load_config(config_path)
             if fresh.origin != notary.config.origin or fresh.data_dir != notary.config.data_dir:
                 raise NotaryError("origin and data_dir cannot change on reload; restart the service")
+            _warn_restart_only(notary.config, fresh, config_path)
             keyring = adapters.keyring()
             signers = adapters.signers(keyring)
             events = keyring.unlogged_events(await notary.last_logged_key_event())

@@ -142,6 +142,10 @@ class Sealer:
             if self._first_unsealed_at is not None:
                 timeout = max(0.0, self._first_unsealed_at + self.max_age - time.monotonic())
             self._wakeup.clear()
+            if self._sequencer.size - self.sealed_size >= self.max_entries:
+                # A batch that filled up before this turn (the key events appended at start-up, commits
+                # during the last seal) woke nobody: seal it now, not max_age later.
+                timeout = 0.0
             waiter = asyncio.ensure_future(self._wakeup.wait())
             stopper = asyncio.ensure_future(stopping.wait())
             await asyncio.wait([waiter, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -166,6 +170,9 @@ class Sealer:
         size = self._sequencer.size
         if size <= self.sealed_size:
             return None
+        # The signers of this tree size, read with it: a key is made a signer only once its key events are
+        # committed (notary.daemon._reload), so a key signs only trees that hold its activation.
+        signers = list(self._signers())
         prev = self.latest
         prev_size = self.sealed_size
         root, proof = await self._writer.run(
@@ -173,7 +180,6 @@ class Sealer:
         if prev is not None:
             # Never sign a checkpoint inconsistent with one already signed.
             merkle.verify_consistency(prev_size, size, prev.root_hash, root, proof)
-        signers = self._signers()
         signed = await sign_checkpoint(Checkpoint(self.origin, size, root), signers)
         # A seal becomes permanent under Object Lock: never store one whose
         # signatures a verifier would reject (a faulty HSM or a wrong key).
@@ -192,11 +198,12 @@ class Sealer:
         return seal
 
 
-def _signed_by_every(checkpoint: bytes, trusted: Sequence[VerifierKey]) -> bool:
+def _signers_of(checkpoint: bytes, trusted: Sequence[VerifierKey]) -> int:
+    """How many of ``trusted`` signed ``checkpoint`` (0 when none did, or one of their signatures is bad)."""
     try:
-        return len(verify_note(parse_signed_checkpoint(checkpoint).note, trusted)) == len(trusted)
+        return len(verify_note(parse_signed_checkpoint(checkpoint).note, trusted))
     except VerificationError:
-        return False
+        return 0
 
 
 class Anchorer:
@@ -204,11 +211,13 @@ class Anchorer:
 
     A seal waits here signed by the keys that were active when it was made.
     Auditors trust a key between its activation and its retirement, judged at
-    the token's time, so a seal is timestamped only once every key active
-    *now* has signed it: one left over from before a rotation (the daemon
-    stopped, or the TSA down, while a key was retired) is signed again with
-    the active keys first. Nothing has left the host yet: same tree size,
-    same root, only the signature lines change.
+    the token's time, so a seal none of whose keys is active *now* (every one
+    retired while it waited: the daemon stopped, or the TSA down, through a
+    rotation) is signed again with the active keys first. Nothing has left
+    the host yet: same tree size, same root, only the signature lines change.
+    A seal that an active key signed keeps its signatures: a key activated
+    while it waited does not sign it, for its tree does not hold the key's
+    activation (a key's events are logged before it signs; notary.daemon).
     """
 
     def __init__(self, *, origin: str, seals: SealDB, timestamper: Timestamper, publisher: Publisher,
@@ -284,15 +293,15 @@ class Anchorer:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _signed_now(self, seal: Seal) -> Seal:
-        """``seal``, signed again by the active keys when one of them has not signed it (class docstring)."""
+        """``seal``, signed again by the active keys when none of them has signed it (class docstring)."""
         signers = list(self._signers())
         trusted = [VerifierKey(self.origin, s.sig_type, s.public_key) for s in signers]
-        if not trusted or _signed_by_every(seal.checkpoint, trusted):
+        if not trusted or _signers_of(seal.checkpoint, trusted) > 0:
             return seal
         signed = await sign_checkpoint(Checkpoint(self.origin, seal.tree_size, seal.root_hash), signers)
-        if not _signed_by_every(signed.encode(), trusted):
+        if _signers_of(signed.encode(), trusted) != len(trusted):
             raise VerificationError(f"checkpoint {seal.tree_size} is not signed by every active key; not anchoring")
-        log.warning("seal of tree size %d was signed by keys that are no longer all active; signed again with "
+        log.warning("seal of tree size %d was signed only by keys that are no longer active; signed again with "
                     "the %d active keys before it is timestamped", seal.tree_size, len(trusted))
         seal = await self._seals.set_checkpoint(seal, signed.encode())
         self.on_resign(seal)

@@ -194,3 +194,26 @@ def test_s3_credentials_file_is_read_only_when_other_users_cannot_read_it(tmp_pa
         read_s3_credentials(_write(tmp_path / "bad", "wJalrXUtnFEMI\n", 0o600))
     with pytest.raises(ConfigError, match=r"^s3.credentials_file: .* cannot be read: No such file"):
         read_s3_credentials(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "path, value, changed",
+    [
+        ("hsm.keyring", "/srv/other-keyring.json", ["hsm.keyring"]),
+        ("hsm.token_label", "another-token", ["hsm.token_label"]),
+        ("listen.http", "127.0.0.1:9000", ["listen.http"]),
+        ("batch.max_age", 2.5, ["batch.max_age"]),
+        ("tsa.0.timeout", 3, ["tsa"]),
+        ("s3.prefix", "log2/", ["s3.prefix"]),
+        ("limits.max_pending_entries", 300000, ["limits.max_pending_entries"]),
+        ("shutdown_timeout", 5, ["shutdown_timeout"]),
+        ("sources.unix.webapp.uid", 1002, ["sources.unix"]),
+    ],
+)
+def test_changed_keys_are_named_as_the_file_writes_them(path, value, changed):
+    """What a SIGHUP reload names in its warning about the keys only a restart applies."""
+    from notary.config import changed_keys
+
+    running = parse_config(example(), base=EXAMPLE.parent)
+    assert changed_keys(running, parse_config(mutate(path, value), base=EXAMPLE.parent)) == changed
+    assert changed_keys(running, parse_config(example(), base=EXAMPLE.parent)) == []

@@ -147,3 +147,43 @@ def test_the_keys_that_sign_are_those_of_the_key_events_logged(tmp_path):
     logged = Keyring(after.name, before.events + tuple(notary.logged))  # the history the log now attests
     assert notary.last == logged.events[-1].digest()
     assert notary.signers == [k.label for k in logged.active_keys()]
+
+
+def test_a_reload_names_the_changed_sections_only_a_restart_applies_and_keeps_them(tmp_path, caplog):
+    """[hsm], [limits] and the other tables outside [sources] are used only as the daemon starts. Before, a
+    reload that found them changed said nothing: an operator who pointed hsm.keyring at a new file and sent
+    SIGHUP read "reloaded" while the daemon went on reading the old keyring."""
+    config = load_config(EXAMPLE)
+    before, _ = rotation(config.origin)
+    path = tmp_path / "keyring.json"
+    path.write_bytes(before.encode())
+    text = EXAMPLE.read_text()
+    edited = (text.replace('token_label = "merkle-notary"', 'token_label = "another-token"')
+              .replace('keyring = "/var/lib/merkle-notary/keyring.json"', 'keyring = "/srv/keyring.json"')
+              .replace("max_unanchored_seals = 1000", "max_unanchored_seals = 50"))
+    assert edited.count("another-token") == edited.count("/srv/keyring.json") == 1 and "= 50 " in edited
+    changed = tmp_path / "notary.toml"
+    changed.write_text(edited)
+    notary = Daemon(dataclasses.replace(config, http_tokens={}), ["key-a"], before.events[-1].digest())
+    caplog.set_level(logging.INFO)
+    asyncio.run(daemon._reload(notary, changed, adapters_for(path), asyncio.Lock()))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"reload: hsm.token_label, hsm.keyring, limits.max_unanchored_seals changed in {changed}, but a reload "
+        "does not apply [hsm], [limits]: the running values stay in force until the service is restarted "
+        "(the keyring is still read from /var/lib/merkle-notary/keyring.json)"]
+    assert "reloaded: 2 sources" in caplog.text  # the sources are applied all the same
+    assert notary.config.http_tokens == config.http_tokens
+    assert notary.config.hsm == config.hsm and notary.config.limits == config.limits  # the rest is not
+
+
+def test_a_reload_that_changes_only_the_sources_warns_about_nothing(tmp_path, caplog):
+    config = load_config(EXAMPLE)
+    before, _ = rotation(config.origin)
+    path = tmp_path / "keyring.json"
+    path.write_bytes(before.encode())
+    notary = Daemon(dataclasses.replace(config, http_tokens={}, unix_peers={}), ["key-a"], before.events[-1].digest())
+    caplog.set_level(logging.INFO)
+    reload(notary, path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert notary.config.http_tokens == config.http_tokens and notary.config.unix_peers == config.unix_peers

@@ -115,3 +115,66 @@ def test_key_events_logged_before_a_crash_are_not_logged_again(tmp_path, monkeyp
             assert [len(i) for i in own] == [1, 1, 1], own
 
     asyncio.run(main())
+
+
+def test_key_events_that_cannot_be_appended_stop_the_start_before_anything_is_signed(tmp_path, monkeypatch):
+    """Start-up appends the key events before it seals: when the store refuses them, the start fails with a
+    sentence saying so, no checkpoint is signed, and the entries already acknowledged stay in the store."""
+    import hashlib
+    from types import SimpleNamespace
+
+    import pytest
+
+    from notary.daemon import KeyEventsNotLogged
+    from notary.entry import encode_run
+    from notary.errors import StoreError
+    from notary.sequencer import LogWriter
+
+    config = make_config(tmp_path, max_age=0.01)
+    events = [SimpleNamespace(digest=lambda: hashlib.sha256(b"activate").digest())]
+
+    async def main():
+        config.data_dir.mkdir(parents=True)
+        writer = LogWriter(config.store_path)  # acknowledged before a kill, never sealed
+        await writer.append([encode_run([hashlib.sha256(b"acknowledged").digest()], "producer")])
+        writer.close()
+        signer = Breakable()
+        notary = Notary(config, signers=[signer], timestamper=FakeTSA(), publisher=FakeS3())
+
+        async def disk_full(runs):
+            raise StoreError("database or disk is full (injected)")
+
+        monkeypatch.setattr(notary.writer, "append", disk_full)
+        try:
+            with pytest.raises(KeyEventsNotLogged, match=r"the keyring's key events not logged yet \(1\) could not "
+                               r"be appended to the log, so the notary does not start .*database or disk is full"):
+                await notary.start(events)
+            assert signer.attempts == 0 and await notary.seals.latest() is None
+            assert notary.writer.store.size == 1 and notary.tasks == []
+        finally:
+            notary.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_filled_before_the_sealer_runs_is_sealed_at_once(tmp_path):
+    """The key events appended at start-up commit before the sealer's first turn, and so do the commits
+    made while a seal is being signed. Before, such a full batch woke nobody (each turn began by clearing
+    the wake-up) and waited batch.max_age to be sealed, here an hour."""
+    import dataclasses
+    import hashlib
+    from types import SimpleNamespace
+
+    config = dataclasses.replace(make_config(tmp_path, max_age=3600), max_entries=2)
+    events = [SimpleNamespace(digest=lambda n=n: hashlib.sha256(b"key event %d" % n).digest()) for n in range(2)]
+
+    async def main():
+        notary = Notary(config, signers=[SoftwareSigner.ed25519(b"\x02" * 32)], timestamper=FakeTSA(), publisher=FakeS3())
+        await notary.start(events)
+        try:
+            async with notary.sealer.sealed:  # the bound only keeps a failure from hanging the run
+                await asyncio.wait_for(notary.sealer.sealed.wait_for(lambda: notary.sealer.sealed_size == 2), 60)
+        finally:
+            await notary.stop(timeout=2)
+
+    asyncio.run(main())
