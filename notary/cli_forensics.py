@@ -34,7 +34,7 @@ from notary.trust import SignatureError, TrustedKeys
 from notary.verify import EXIT_ERROR, EXIT_INCLUSION, EXIT_MALFORMED, EXIT_OK, EXIT_SIGNATURE, EXIT_USAGE
 
 EXIT_TAMPERED = EXIT_FINDINGS  # as notary audit: at least one finding, each listed
-EXIT_PENDING = 10  # no tampering found, but some lines are not sealed yet
+EXIT_INCOMPLETE = 10  # no tampering found, but some lines are not sealed yet or outside the bundle's range
 
 VERIFY_LOG_EXIT_CODES = f"""exit status:
   {EXIT_OK}  clean: every line is notarized, in order, and no entry of the span is missing
@@ -44,7 +44,9 @@ VERIFY_LOG_EXIT_CODES = f"""exit status:
   {EXIT_INCLUSION}  inclusion: the span's entries do not lead to the checkpoint's root (range proof)
   {EXIT_SIGNATURE}  signature: the checkpoint is not signed by a trusted key
   {EXIT_TAMPERED}  tampered: a line altered, inserted, moved or swapped, or an entry deleted; each is listed
-  {EXIT_PENDING} incomplete: no tampering found, but some lines are not sealed yet; run again after the next seal"""
+  {EXIT_INCOMPLETE} incomplete: no tampering found, but some lines are not judged: not sealed yet (run again
+      after the next seal), or with --bundle, above or below the file's lines found in the bundle and not
+      among its entries (check them with --url, or a bundle of a wider range)"""
 ENTRIES_PER_REQUEST = 1 << 16  # the daemon's MAX_ENTRIES_PER_REQUEST
 LOOKUPS_PER_REQUEST = 10_000  # the daemon's default limits.max_request_digests
 FETCH_THREADS = 4
@@ -111,6 +113,7 @@ class DaemonIndex:
         self.checkpoint_text, _ = _range_answer(first)
         self.signed, self.signed_by = _verify_checkpoint(self.checkpoint_text, trusted)
         self.size = self.signed.checkpoint.size
+        self.covers = (0, None)  # lookups search the whole log, entries not yet sealed included
 
     def lookup(self, digests: Sequence[bytes]) -> dict[bytes, list[int]]:
         found: dict[bytes, list[int]] = {}
@@ -221,6 +224,7 @@ class BundleIndex:
         self.size = self.signed.checkpoint.size
         _verify_span(bundle.span, bundle.proof, self.signed)
         self.range = (bundle.span.start, bundle.span.end)
+        self.covers = self.range  # a line found nowhere in it may be notarized before or after it
         self._filtered = bundle.source
         self._leaf_only = _leaf_only(bundle.span)
         self._records = [(i, d) for i, d, s in bundle.span.records if s == source]
@@ -235,6 +239,9 @@ class BundleIndex:
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         _all_shown(self._leaf_only, start, end, "a bundle written by notary export", self._filtered)
         return self._records[bisect.bisect_left(self._keys, start) : bisect.bisect_left(self._keys, end)]
+
+    def source_entries(self) -> list[tuple[int, bytes]]:
+        return list(self._records)
 
     def edge_records(self, start: int, end: int) -> list[tuple[int, bytes]] | None:
         """As ``entries``, outside the span: None when an entry is shown by its leaf hash alone (whose, unknown)."""
@@ -318,7 +325,7 @@ def _verify_log(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_report(args, report, against, cp, signers, len(digests), edges)
-    return EXIT_TAMPERED if report.tampered else EXIT_PENDING if report.pending else EXIT_OK
+    return EXIT_TAMPERED if report.tampered else EXIT_INCOMPLETE if report.pending or report.uncovered else EXIT_OK
 
 
 def _edges(index, span: tuple[int, int]) -> dict:
@@ -353,7 +360,8 @@ def _check_source_option(source: str) -> None:
 
 
 def _result(report) -> str:
-    return "tampered" if report.tampered else "pending" if report.pending else "clean"
+    return ("tampered" if report.tampered else "pending" if report.pending else "uncovered" if report.uncovered
+            else "clean")
 
 
 def _print_report(args, report, against: str, cp, signers: list[str], lines: int, edges: dict | None) -> None:
@@ -368,7 +376,10 @@ def _print_report(args, report, against: str, cp, signers: list[str], lines: int
     c = report.counts()
     tally = (f"{c['notarized']} lines notarized in order, {c['reordered']} reordered, {c['altered']} altered, "
              f"{c['inserted']} inserted, {c['deleted']} entries deleted, {c['pending']} not sealed yet")
-    verdict = {"tampered": "TAMPERED", "pending": "INCOMPLETE", "clean": "CLEAN"}[_result(report)]
+    if c["uncovered"]:
+        tally += f", {c['uncovered']} not judged (outside the bundle's range)"
+    verdict = {"tampered": "TAMPERED", "pending": "INCOMPLETE", "uncovered": "INCOMPLETE", "clean": "CLEAN"}[
+        _result(report)]
     if edges is not None:
         if isinstance(edges["after"], int):
             print(f"  the source notarized more records after the file's last notarized line (the next is entry "
@@ -380,7 +391,10 @@ def _print_report(args, report, against: str, cp, signers: list[str], lines: int
         if unknown:
             print(f"  whether the source notarized records {' or '.join(unknown)} the file's span is not known: "
                   "entries there are shown by their leaf hashes alone")
-    if report.span is None and lines:
+    if report.span is None and lines and report.uncovered:
+        print(f"  no line of the file is among source {args.source!r}'s entries in the bundle: the file's records "
+              "lie outside its range, or the file was submitted under another source (check --source)")
+    elif report.span is None and lines:
         # Every line "inserted" is also what a wrong --source looks like: say so before the verdict.
         print(f"  no line of the file is notarized under source {args.source!r} up to tree size {cp.size}: either "
               "every line was replaced or added, or the file was submitted under another source (check --source)")

@@ -13,9 +13,13 @@ or a log bundle, see notary/cli_forensics.py), ``analyse`` decides:
   times (an empty line, a repeated message) never sets the span by itself;
   such lines at the top or bottom of the file extend it over the source's
   entries just past its edges while those hold exactly them, in order.
-- **matching**: lines are matched to the span's entries by digest, in file
-  order, each entry to at most one line (equal lines take equal entries in log
-  order).
+- **matching**: lines are matched to the span's entries by digest, each entry
+  to at most one line. A line whose digest is once in the file and once among
+  the entries is an anchor; the anchors in increasing order bound the others:
+  a line with a repeated digest (a blank line, a repeated message) takes the
+  first free entry holding it between the anchors around it (above the first
+  anchor, bottom up: the last free one before it), and only when there is
+  none, the first free one anywhere.
 - **order**: the longest run of matched lines whose indices increase is taken
   as in place; the other matched lines were moved. A moved line that took the
   place of another moved line, or of its neighbour, is reported as a swap.
@@ -28,6 +32,15 @@ or a log bundle, see notary/cli_forensics.py), ``analyse`` decides:
 - **pending**: a line whose digest is only at indices beyond the verified
   checkpoint is notarized but not sealed yet; it is neither trusted nor
   counted as tampering.
+- **uncovered**: an index that knows only part of the log (a log bundle:
+  ``EntryIndex.covers``) cannot rule out that a line above the file's first
+  line in place is notarized before its range, or that a line below the last
+  one is notarized after it. Such a line, which a whole-log index would call
+  inserted, is not judged: it makes the verdict incomplete, not tampered.
+  Such an index also cannot tell a line's entry from a twin's (the same
+  record notarized again outside it): its single hits set the span only as
+  far as they stand in increasing order, and a verdict of tampering gives way
+  to a reading of the file as untouched when one exists (``_honest_overlap``).
 
 Pure: all I/O is behind ``EntryIndex``.
 """
@@ -35,12 +48,14 @@ Pure: all I/O is behind ``EntryIndex``.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Protocol
 
 NOTARIZED, REORDERED, ALTERED, INSERTED, PENDING = "notarized", "reordered", "altered", "inserted", "pending"
+UNCOVERED = "uncovered"
 DELETED, SWAPPED, MOVED = "deleted", "swapped", "moved"
 TAMPERING = frozenset({ALTERED, INSERTED, DELETED, SWAPPED, MOVED})
 
@@ -53,6 +68,9 @@ class EntryIndex(Protocol):
     """A verified view of one source's entries under one signed checkpoint."""
 
     size: int  # the checkpoint's tree size: nothing at or beyond it is covered
+    # Where ``lookup`` knows every entry of the source: (0, None) for the whole log, entries not yet
+    # sealed included (a daemon); (start, end) for a part of it (a log bundle's range).
+    covers: tuple[int, int | None]
 
     def lookup(self, digests: Sequence[bytes]) -> dict[bytes, list[int]]:
         """For each digest, the indices (any, in log order) of the source's entries holding it."""
@@ -60,10 +78,14 @@ class EntryIndex(Protocol):
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         """(index, digest) of the source's entries in [start, end), in index order, verified."""
 
+    # Only an index of part of the log (``covers`` not (0, None)) is asked for this:
+    def source_entries(self) -> list[tuple[int, bytes]]:
+        """(index, digest) of every entry of the source it holds, in index order."""
+
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # altered, inserted, deleted, swapped, moved, pending
+    kind: str  # altered, inserted, deleted, swapped, moved, pending, uncovered
     lines: tuple[int, ...]  # line numbers from 1
     indices: tuple[int, ...]  # log indices
     message: str
@@ -74,7 +96,7 @@ class Finding:
 
 @dataclass
 class Report:
-    status: list[str]  # per line: notarized, reordered, altered, inserted, pending
+    status: list[str]  # per line: notarized, reordered, altered, inserted, pending, uncovered
     index: list[int | None]  # per line: the entry it matches, or (altered) the entry it replaced
     span: tuple[int, int] | None
     findings: list[Finding] = field(default_factory=list)
@@ -87,8 +109,12 @@ class Report:
     def pending(self) -> bool:
         return any(f.kind == PENDING for f in self.findings)
 
+    @property
+    def uncovered(self) -> bool:
+        return any(f.kind == UNCOVERED for f in self.findings)
+
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((NOTARIZED, REORDERED, ALTERED, INSERTED, PENDING), 0)
+        counts = dict.fromkeys((NOTARIZED, REORDERED, ALTERED, INSERTED, PENDING, UNCOVERED), 0)
         for s in self.status:
             counts[s] += 1
         counts[DELETED] = sum(f.kind == DELETED for f in self.findings)
@@ -105,7 +131,18 @@ def analyse(digests: Sequence[bytes], index: EntryIndex) -> Report:
         if want:
             known.update(index.lookup(want))
 
+    partial = index.covers != (0, None)
+    top_open = index.covers[0] > 0
+
     def widen(span: tuple[int, int] | None, positions: Iterable[int]) -> tuple[int, int] | None:
+        if partial:
+            # Part of the log (a bundle): a digest found there once may be notarized again outside it, so a
+            # line's one hit can be its twin's entry. Only the longest run of such hits in increasing order
+            # sets the span.
+            single = [hits[0] if (hits := known.get(d)) and len(hits) == 1 and 0 <= hits[0] < index.size
+                      else None for d in digests]
+            run = _in_place(single)
+            return (single[run[0]], single[run[-1]] + 1) if run else None
         for p in positions:
             hits = known.get(digests[p])
             if hits and len(hits) == 1 and 0 <= hits[0] < index.size:
@@ -123,7 +160,7 @@ def analyse(digests: Sequence[bytes], index: EntryIndex) -> Report:
     for _ in range(MAX_ROUNDS):
         if span is not None:
             entries = index.entries(*span)
-            matched, unassigned = _assign(digests, entries)
+            matched, unassigned = _assign(digests, entries, top_open)
             assigned = span
         unmatched = [p for p in range(n) if matched[p] is None]
         look(unmatched)
@@ -136,8 +173,81 @@ def analyse(digests: Sequence[bytes], index: EntryIndex) -> Report:
         before, after = _edges(digests, matched, span, known, look, index)
         if before or after:
             span = (before[0][0] if before else span[0], after[-1][0] + 1 if after else span[1])
-            matched, unassigned = _assign(digests, before + entries + after)
-    return _classify(digests, matched, unassigned, span, known, index.size)
+            matched, unassigned = _assign(digests, before + entries + after, top_open)
+    report = _classify(digests, matched, unassigned, span, known, index.size, index.covers)
+    if partial and report.tampered:
+        return _honest_overlap(digests, index) or report
+    return report
+
+
+def _z(seq: Sequence[object]) -> list[int]:
+    """Z-array: z[k] is the length of the longest common prefix of ``seq`` and ``seq[k:]`` (z[0] = len)."""
+    n = len(seq)
+    z = [0] * n
+    if n:
+        z[0] = n
+    left = right = 0
+    for k in range(1, n):
+        if k < right:
+            z[k] = min(right - k, z[k - left])
+        while k + z[k] < n and seq[z[k]] == seq[k + z[k]]:
+            z[k] += 1
+        if k + z[k] > right:
+            left, right = k, k + z[k]
+    return z
+
+
+def _honest_overlap(digests: Sequence[bytes], index: EntryIndex) -> Report | None:
+    """With part of the log, the reading in which the file is untouched, if there is one.
+
+    A bundle cannot tell a line's own entry from a twin's (the same record
+    notarized again, outside its range), so matching can pair a line with
+    its twin and call the lines between tampered. The file is then still
+    untouched if one run of its lines is exactly a run of the source's
+    entries in the bundle that leaves out only what the bundle cannot show:
+    the run starts the file, or (when the bundle starts after index 0) the
+    run starts the bundle; and the run ends the file, or the bundle. The
+    lines outside the run are not judged; a run reaching both ends of the
+    file is CLEAN. The longest such run is taken; with none, the tampering
+    stands. (Only a file that is a run of the source's entries comes out
+    clean, so this never clears a tampered line the bundle holds.)
+    """
+    start, end = index.covers
+    records = index.source_entries()
+    e, f = [d for _, d in records], list(digests)
+    best: tuple[int, int, int] | None = None  # (length, first line, first record)
+    if e and f:
+        z = _z([*f, None, *e])  # at record j: how many of the file's first lines it starts
+        for j in range(len(e)):
+            m = z[len(f) + 1 + j]
+            if m and (m == len(f) or j + m == len(e)) and (best is None or m > best[0]):
+                best = (m, 0, j)
+        if start > 0:
+            z = _z([*e, None, *f])  # at line k: how many of the bundle's first records it starts
+            for k in range(len(f)):
+                m = z[len(e) + 1 + k]
+                if m and (m == len(e) or k + m == len(f)) and (best is None or m > best[0]):
+                    best = (m, k, 0)
+    if best is None:
+        return None
+    m, k, j = best
+    run = records[j : j + m]
+    span = (run[0][0], run[-1][0] + 1)
+    if [d for _, d in index.entries(*span)] != f[k : k + m]:  # (the verified view: it refuses hidden entries)
+        return None
+    status = [UNCOVERED] * len(f)
+    where: list[int | None] = [None] * len(f)
+    findings = []
+    for p in range(len(f)):
+        if k <= p < k + m:
+            status[p], where[p] = NOTARIZED, run[p - k][0]
+            continue
+        gap = f"before index {start}" if p < k else f"at index {end} or later"
+        findings.append(Finding(UNCOVERED, (p + 1,), (),
+                                f"line {p + 1} is not judged: the lines from {k + 1} to {k + m} are the source's "
+                                f"entries [{span[0]}, {span[1]}) in order, and this line may be notarized {gap}, "
+                                f"which the bundle does not show (check it against the notary with --url)"))
+    return Report(status=status, index=where, span=span, findings=findings)
 
 
 def _edges(digests: Sequence[bytes], matched: Sequence[int | None], span: tuple[int, int],
@@ -197,28 +307,92 @@ def _edges(digests: Sequence[bytes], matched: Sequence[int | None], span: tuple[
     return before, after
 
 
-def _assign(digests: Sequence[bytes], entries: Iterable[tuple[int, bytes]]) -> tuple[list[int | None], list[int]]:
-    """Match lines to entries by digest in file order; return (entry per line, entries left over)."""
-    first: dict[bytes, int] = {}
-    later: dict[bytes, list[int]] = {}  # repeated digests, reversed so that pop() is the earliest
+def _assign(digests: Sequence[bytes], entries: Iterable[tuple[int, bytes]],
+            top_open: bool = False) -> tuple[list[int | None], list[int]]:
+    """Match lines to entries by digest (the module docstring); return (entry per line, entries left over).
+
+    ``top_open``: the entries before ``entries`` are not all known (a bundle that starts after index 0), so the
+    lines above the first anchor are matched bottom up: the ones left out are the top ones.
+    """
+    first: dict[bytes, int] = {}  # digest -> its entry (the first, when there are several)
+    more: dict[bytes, list[int]] = {}  # digest of several entries -> all of them, in log order
     for i, d in entries:
         if d in first:
-            later.setdefault(d, []).append(i)
+            more.setdefault(d, [first[d]]).append(i)
         else:
             first[d] = i
-    for rest in later.values():
-        rest.reverse()
-    matched: list[int | None] = []
-    for d in digests:
-        i = first.pop(d, None)
-        if i is not None:
-            rest = later.get(d)
-            if rest:
-                first[d] = rest.pop()
-        matched.append(i)
-    left = list(first.values())
-    for rest in later.values():
-        left += rest
+    in_file = Counter(digests)
+    n = len(digests)
+    matched: list[int | None] = [None] * n
+    used: set[bytes] = set()  # digests of one entry whose entry a line other than an anchor took
+    for p, d in enumerate(digests):
+        if in_file[d] == 1 and d in first and d not in more:
+            matched[p] = first[d]
+    bounds = _in_place(matched)  # the anchors in increasing order
+    # For a digest of several entries, "next free entry" links (path halving): taking one is O(1) amortized.
+    free: dict[bytes, list[int]] = {d: list(range(len(hits) + 1)) for d, hits in more.items()}
+
+    def first_free(d: bytes, k: int) -> int:
+        link = free[d]
+        while link[k] != k:
+            link[k] = link[link[k]]
+            k = link[k]
+        return k
+
+    def take_after(p: int, low: int, high: int | None) -> bool:
+        """Give line p the first free entry of its digest in (low, high); False if there is none."""
+        d = digests[p]
+        hits = more.get(d)
+        if hits is None:
+            i = first[d]
+            if d in used or i <= low or high is not None and i >= high:
+                return False
+            used.add(d)
+        else:
+            k = first_free(d, bisect.bisect_right(hits, low))
+            if k == len(hits) or high is not None and hits[k] >= high:
+                return False
+            free[d][k] = k + 1
+            i = hits[k]
+        matched[p] = i
+        return True
+
+    rest = [p for p in range(n) if matched[p] is None and digests[p] in first]
+    later = []
+    # With the top open, above the first anchor the lines nearest it take the entries nearest it: the index
+    # leaves out the top lines, not the ones next to the anchor. Nothing but these lines takes an entry below
+    # the first anchor, so each digest's entries there are taken from the last one back.
+    head = 0 if not top_open else bisect.bisect_left(rest, bounds[0]) if bounds else len(rest)
+    high = matched[bounds[0]] if bounds else None
+    below: dict[bytes, int] = {}  # digest of several entries -> its last entry not yet taken below ``high``
+    for p in reversed(rest[:head]):
+        d = digests[p]
+        hits = more.get(d)
+        if hits is None:
+            if d not in used and (high is None or first[d] < high):
+                matched[p] = first[d]
+                used.add(d)
+            else:
+                later.append(p)
+            continue
+        k = below.get(d, (len(hits) if high is None else bisect.bisect_left(hits, high)) - 1)
+        if k >= 0:
+            free[d][k] = k + 1
+            matched[p] = hits[k]
+            below[d] = k - 1
+        else:
+            later.append(p)
+    b = 0  # bounds[b] is the first anchor after p
+    for p in rest[head:]:
+        while b < len(bounds) and bounds[b] < p:
+            b += 1
+        low = matched[bounds[b - 1]] if b else -1
+        if not take_after(p, low, matched[bounds[b]] if b < len(bounds) else None):
+            later.append(p)
+    for p in later:  # no free entry between its anchors: the first free one anywhere (a moved line)
+        take_after(p, -1, None)
+    left = [i for d, i in first.items() if d not in more and in_file.get(d) != 1 and d not in used]
+    left += [hits[k] for d, hits in more.items() for k in range(len(hits)) if first_free(d, k) == k]
     left.sort()
     return matched, left
 
@@ -250,7 +424,8 @@ def _in_place(matched: Sequence[int | None]) -> list[int]:
 
 
 def _classify(digests: Sequence[bytes], matched: list[int | None], unassigned: list[int],
-              span: tuple[int, int] | None, known: dict[bytes, list[int]], size: int) -> Report:
+              span: tuple[int, int] | None, known: dict[bytes, list[int]], size: int,
+              covers: tuple[int, int | None]) -> Report:
     n = len(digests)
     status = [NOTARIZED if i is not None else INSERTED for i in matched]
     index: list[int | None] = list(matched)
@@ -325,7 +500,20 @@ def _classify(digests: Sequence[bytes], matched: list[int | None], unassigned: l
             add(p, Finding(ALTERED, (p + 1,), (i,),
                                     f"line {p + 1} was altered (was entry {i}): its digest is not in the log"
                                     f"{_elsewhere(known.get(digests[p]))}"))
+        # Above the first line in place, a line may be notarized before what the index covers; below the
+        # last, after it (or after the checkpoint). Only an index of the whole log can rule that out.
+        open_side = ("before" if slot == 0 and covers[0] > 0 else
+                     "after" if slot == len(keep_pos) and covers[1] is not None else None)
         for p in lines[len(entries) :]:
+            if open_side is not None:
+                status[p] = UNCOVERED
+                start, end = covers
+                where = f"before index {start}" if open_side == "before" else f"at index {end} or later"
+                add(p, Finding(UNCOVERED, (p + 1,), (),
+                               f"line {p + 1} is not judged: it is not among the source's entries in [{start}, {end}) "
+                               f"and may be notarized {where} (check it against the notary with --url, or with a "
+                               f"bundle that {'starts earlier' if open_side == 'before' else 'reaches further'})"))
+                continue
             add(p, Finding(INSERTED, (p + 1,), (),
                                     f"line {p + 1} was inserted: it is not in the log{_elsewhere(known.get(digests[p]))}, "
                                     f"and no entry is missing {line_name(slot)}"))

@@ -45,6 +45,8 @@ class Log:
 class Index:
     """``entries`` tells the truth (it is range-proven in real use); ``lookup`` answers whatever ``lie`` says."""
 
+    covers = (0, None)  # a daemon's lookups: the whole log
+
     def __init__(self, log: Log, lie: Callable[[bytes, list[int]], list[int]]):
         self.log, self.lie, self.size = log, lie, log.size
 
@@ -208,6 +210,81 @@ def test_a_claim_past_the_checkpoint_can_only_make_a_line_pending_never_notarize
     assert report.status[lines.index("forged line")] == forensics.PENDING
     assert report.pending and not report.tampered  # INCOMPLETE (exit 10), not CLEAN
     check_sound(log, digests, report)
+
+
+class Bundle:
+    """An honest log bundle of the entries [start, end): it knows nothing of the log outside them."""
+
+    def __init__(self, log: Log, start: int, end: int):
+        self.log, self.size, self.covers = log, log.size, (start, end)
+
+    def lookup(self, digests: Sequence[bytes]) -> dict[bytes, list[int]]:
+        start, end = self.covers
+        return {d: [i for i in hits if start <= i < end] for d, hits in self.log.true_lookup(digests).items()}
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        return self.log.source_entries(max(start, self.covers[0]), min(end, self.covers[1]))
+
+    def source_entries(self) -> list[tuple[int, bytes]]:
+        return self.log.source_entries(*self.covers)
+
+
+def test_a_bundle_of_part_of_the_log_never_calls_an_untouched_file_tampered_and_still_finds_tampering():
+    """Lines above or below what a bundle covers may be notarized outside it: not judged, never 'inserted'.
+
+    Before 2026-12-05 such lines were reported inserted (TAMPERED, exit 9) whenever the bundle began after
+    the file's first record or ended before its last, and a repeated line (a blank one) near the bundle's
+    start could take the entry of its twin inside the bundle and show as moved. A record notarized twice,
+    once outside the bundle, can still pair a line with the wrong entry: the untouched reading of the file
+    (forensics._honest_overlap) must then win over the tampering the pairing suggests.
+    """
+    rng = random.Random(1205)
+    seen: dict[tuple[str, str], int] = {}
+    for _ in range(2000):
+        log, texts, _ = make_log(rng)
+        kind, lines = tamper(rng, texts)
+        digests = [digest(line) for line in lines]
+        start = rng.randrange(log.size) if rng.random() < 0.7 else 0  # (some bundles start at the log's start
+        end = rng.randrange(start + 1, log.size + 1) if rng.random() < 0.7 else log.size  # or end at its end)
+        report = forensics.analyse(digests, Bundle(log, start, end))
+        check_sound(log, digests, report)
+        if kind in ("none", "truncate"):
+            assert not report.tampered, (start, end, lines, [f.message for f in report.findings])
+        in_place = [p for p, s in enumerate(report.status) if s == forensics.NOTARIZED]
+        for p, status in enumerate(report.status):
+            if status == forensics.UNCOVERED:  # only above or below the lines in place, never between two
+                assert not in_place or p < in_place[0] or p > in_place[-1], (kind, p, report.status)
+        verdict = "tampered" if report.tampered else "uncovered" if report.uncovered else "clean"
+        seen[(kind, verdict)] = seen.get((kind, verdict), 0) + 1
+    assert seen.get(("none", "uncovered"), 0) > 100 and seen.get(("none", "clean"), 0) > 10, seen
+    for kind in ("edit", "delete", "insert", "swap", "move", "duplicate"):  # inside the bundle, still caught
+        assert seen.get((kind, "tampered"), 0) > 10, (kind, seen)
+
+
+def test_a_bundle_judges_lines_above_the_file_when_it_starts_at_the_log_and_never_below():
+    """A bundle from index 0 rules out records before it; nothing rules out one notarized after its end."""
+    texts = [f"rec {i}" for i in range(8)]
+    log = Log([(digest(t), SOURCE) for t in texts], len(texts))
+    forged = [digest("forged"), *map(digest, texts[:6])]  # a line added on top; the last two lines cut
+    report = forensics.analyse(forged, Bundle(log, 0, 6))
+    assert [(f.kind, f.lines) for f in report.findings] == [("inserted", (1,))]
+    report = forensics.analyse(forged, Bundle(log, 1, 6))  # entry 0 is outside it: line 1 could be there
+    assert [(f.kind, f.lines) for f in report.findings] == [("uncovered", (1,)), ("uncovered", (2,))]
+    assert report.uncovered and not report.tampered
+    report = forensics.analyse([*map(digest, texts[:6]), digest("forged")], Bundle(log, 0, 8))
+    assert [(f.kind, f.lines) for f in report.findings] == [("uncovered", (7,))]  # past the end: could be later
+    report = forensics.analyse([*map(digest, texts[:6]), digest("forged")], Index(log, honest))
+    assert [(f.kind, f.lines) for f in report.findings] == [("inserted", (7,))]  # the whole log rules it out
+
+
+def test_a_blank_line_above_a_bundle_does_not_take_its_twin_inside_the_bundle():
+    """Before 2026-12-05 the top blank line took the first blank entry in the bundle (its twin's) and was 'moved'."""
+    texts = ["a", "", "b", "c", "d", "", "e", "f"]
+    log = Log([(digest(t), SOURCE) for t in texts], len(texts))
+    digests = [digest(t) for t in texts]
+    report = forensics.analyse(digests, Bundle(log, 2, 8))
+    assert [(f.kind, f.lines) for f in report.findings] == [("uncovered", (1,)), ("uncovered", (2,))]
+    assert report.index[5] == 5 and report.status[5] == forensics.NOTARIZED
 
 
 @pytest.mark.parametrize("answer", [[[-5]], [[2.5]], [[True]], ["3"], [None], [[1], [2]], {"0": [1]}])

@@ -296,3 +296,48 @@ def test_a_bundle_reports_the_edges_within_its_range(notarized, capsys, tmp_path
     # The whole file against the same bundle: the bundle ends with it, so nothing is seen past it.
     code, out, err = verify_log(capsys, info, base / "app.log", "--bundle", str(full), "--json")
     assert code == 0 and json.loads(out)["edges"]["after"] is None
+
+
+def test_a_bundle_narrower_than_the_file_leaves_the_lines_outside_it_unjudged_not_inserted(notarized, capsys,
+                                                                                            tmp_path):
+    """Before 2026-12-05 every line above or below the bundle's range was 'inserted': TAMPERED for a whole file."""
+    d, base, indices, info = notarized
+    narrow = tmp_path / "narrow.bundle"
+    assert main(["export", "--from", str(indices[5]), "--to", str(indices[35]), "--dev-json", str(info),
+                 "-o", str(narrow)]) == 0
+    capsys.readouterr()
+    outside = [1, 2, 3, 4, 5, 36, 37, 38, 39, 40]  # lines 1 and 40 repeat lines 21 and 31-32, inside it
+    code, out, err = verify_log(capsys, info, base / "app.log", "--bundle", str(narrow), "--json")
+    assert code == 10, out + err
+    report = json.loads(out)
+    assert report["result"] == "uncovered" and report["counts"]["uncovered"] == 10
+    assert [(f["kind"], f["lines"]) for f in report["findings"]] == [("uncovered", [n]) for n in outside]
+    assert [(r["line"], r["status"], r["index"]) for r in report["records"] if r["line"] not in outside] == \
+        [(n, "notarized", indices[n - 1]) for n in range(6, 36)]
+    code, out, _ = verify_log(capsys, info, base / "app.log", "--bundle", str(narrow))
+    assert code == 10 and "INCOMPLETE: 30 lines notarized in order" in out
+    assert "10 not judged (outside the bundle's range)" in out
+    assert f"line 40 is not judged: it is not among the source's entries in [{indices[5]}, {indices[35]})" in out
+
+    # Tampering inside the bundle's range is still found; outside it, only the notary (--url) can tell.
+    inserted = tampered(tmp_path, "inserted.log", insert(list(LINES)))
+    code, out, _ = verify_log(capsys, info, inserted, "--bundle", str(narrow))
+    assert code == 9 and "line 34 was inserted" in out
+    edited = list(LINES)
+    edited[2] += " (edited)"
+    edited = tampered(tmp_path, "edited-top.log", edited)
+    code, out, _ = verify_log(capsys, info, edited, "--bundle", str(narrow))
+    assert code == 10 and "line 3 is not judged" in out
+    code, out, _ = verify_log(capsys, info, edited)
+    assert code == 9 and f"line 3 was altered (was entry {indices[2]})" in out
+
+
+def test_a_bundle_of_records_the_file_does_not_hold_says_where_they_may_be(notarized, capsys, tmp_path):
+    d, base, indices, info = notarized
+    after = tmp_path / "after.bundle"
+    assert main(["export", "--from", str(indices[-1] + 1), "--to", str(indices[-1] + 2), "--dev-json", str(info),
+                 "-o", str(after)]) == 0
+    capsys.readouterr()
+    code, out, _ = verify_log(capsys, info, base / "app.log", "--bundle", str(after))
+    assert code == 10, out
+    assert "no line of the file is among source 'dev-producer''s entries in the bundle" in out
