@@ -365,8 +365,9 @@ def _result(report) -> str:
 
 
 def _print_report(args, report, against: str, cp, signers: list[str], lines: int, edges: dict | None) -> None:
-    span = "none (no line of the file is notarized)" if report.span is None else \
-        f"entries [{report.span[0]}, {report.span[1]})"
+    span = f"entries [{report.span[0]}, {report.span[1]})" if report.span is not None else \
+        "none (no line of the file is among the bundle's entries)" if report.uncovered else \
+        "none (no line of the file is notarized)"
     print(f"{args.file}: {lines} lines, source {args.source!r}, checked against {against}")
     print(f"checkpoint: log {cp.origin}, tree size {cp.size}, signed by {', '.join(signers)}; span: {span}")
     for f in report.findings[:SHOW_FINDINGS]:
@@ -392,7 +393,7 @@ def _print_report(args, report, against: str, cp, signers: list[str], lines: int
             print(f"  whether the source notarized records {' or '.join(unknown)} the file's span is not known: "
                   "entries there are shown by their leaf hashes alone")
     if report.span is None and lines and report.uncovered:
-        print(f"  no line of the file is among source {args.source!r}'s entries in the bundle: the file's records "
+        print(f"  no line of the file is among the bundle's entries of source {args.source!r}: the file's records "
               "lie outside its range, or the file was submitted under another source (check --source)")
     elif report.span is None and lines:
         # Every line "inserted" is also what a wrong --source looks like: say so before the verdict.

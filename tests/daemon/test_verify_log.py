@@ -340,4 +340,5 @@ def test_a_bundle_of_records_the_file_does_not_hold_says_where_they_may_be(notar
     capsys.readouterr()
     code, out, _ = verify_log(capsys, info, base / "app.log", "--bundle", str(after))
     assert code == 10, out
-    assert "no line of the file is among source 'dev-producer''s entries in the bundle" in out
+    assert "span: none (no line of the file is among the bundle's entries)" in out
+    assert "no line of the file is among the bundle's entries of source 'dev-producer'" in out
