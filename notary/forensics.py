@@ -134,19 +134,22 @@ def analyse(digests: Sequence[bytes], index: EntryIndex) -> Report:
     partial = index.covers != (0, None)
     top_open = index.covers[0] > 0
 
+    def single(d: bytes) -> int | None:
+        """The sealed index of the only entry holding ``d``, if the lookups found exactly one."""
+        hits = known.get(d)
+        return hits[0] if hits and len(hits) == 1 and 0 <= hits[0] < index.size else None
+
     def widen(span: tuple[int, int] | None, positions: Iterable[int]) -> tuple[int, int] | None:
         if partial:
             # Part of the log (a bundle): a digest found there once may be notarized again outside it, so a
             # line's one hit can be its twin's entry. Only the longest run of such hits in increasing order
             # sets the span.
-            single = [hits[0] if (hits := known.get(d)) and len(hits) == 1 and 0 <= hits[0] < index.size
-                      else None for d in digests]
-            run = _in_place(single)
-            return (single[run[0]], single[run[-1]] + 1) if run else None
+            hits = [single(d) for d in digests]
+            run = _in_place(hits)
+            return (hits[run[0]], hits[run[-1]] + 1) if run else None
         for p in positions:
-            hits = known.get(digests[p])
-            if hits and len(hits) == 1 and 0 <= hits[0] < index.size:
-                i = hits[0]
+            i = single(digests[p])
+            if i is not None:
                 span = (i, i + 1) if span is None else (min(span[0], i), max(span[1], i + 1))
         return span
 
@@ -212,7 +215,6 @@ def _honest_overlap(digests: Sequence[bytes], index: EntryIndex) -> Report | Non
     stands. (Only a file that is a run of the source's entries comes out
     clean, so this never clears a tampered line the bundle holds.)
     """
-    start, end = index.covers
     records = index.source_entries()
     e, f = [d for _, d in records], list(digests)
     best: tuple[int, int, int] | None = None  # (length, first line, first record)
@@ -222,7 +224,7 @@ def _honest_overlap(digests: Sequence[bytes], index: EntryIndex) -> Report | Non
             m = z[len(f) + 1 + j]
             if m and (m == len(f) or j + m == len(e)) and (best is None or m > best[0]):
                 best = (m, 0, j)
-        if start > 0:
+        if index.covers[0] > 0:
             z = _z([*e, None, *f])  # at line k: how many of the bundle's first records it starts
             for k in range(len(f)):
                 m = z[len(e) + 1 + k]
@@ -242,12 +244,17 @@ def _honest_overlap(digests: Sequence[bytes], index: EntryIndex) -> Report | Non
         if k <= p < k + m:
             status[p], where[p] = NOTARIZED, run[p - k][0]
             continue
-        gap = f"before index {start}" if p < k else f"at index {end} or later"
-        findings.append(Finding(UNCOVERED, (p + 1,), (),
-                                f"line {p + 1} is not judged: the lines from {k + 1} to {k + m} are the source's "
-                                f"entries [{span[0]}, {span[1]}) in order, and this line may be notarized {gap}, "
-                                f"which the bundle does not show (check it against the notary with --url)"))
+        findings.append(_uncovered(p, p < k, index.covers, f"lines {k + 1} to {k + m} are the source's entries "
+                                                          f"[{span[0]}, {span[1]}) in order, and this one is not"))
     return Report(status=status, index=where, span=span, findings=findings)
+
+
+def _uncovered(p: int, above: bool, covers: tuple[int, int | None], why: str) -> Finding:
+    """Line p, outside what an index of part of the log (``covers``) shows: not judged, and why."""
+    where = f"before index {covers[0]}" if above else f"at index {covers[1]} or later"
+    return Finding(UNCOVERED, (p + 1,), (),
+                   f"line {p + 1} is not judged: {why}, and it may be notarized {where} (check it against the "
+                   f"notary with --url, or with a bundle that {'starts earlier' if above else 'reaches further'})")
 
 
 def _edges(digests: Sequence[bytes], matched: Sequence[int | None], span: tuple[int, int],
@@ -363,24 +370,29 @@ def _assign(digests: Sequence[bytes], entries: Iterable[tuple[int, bytes]],
     # leaves out the top lines, not the ones next to the anchor. Nothing but these lines takes an entry below
     # the first anchor, so each digest's entries there are taken from the last one back.
     head = 0 if not top_open else bisect.bisect_left(rest, bounds[0]) if bounds else len(rest)
-    high = matched[bounds[0]] if bounds else None
-    below: dict[bytes, int] = {}  # digest of several entries -> its last entry not yet taken below ``high``
-    for p in reversed(rest[:head]):
+    below: dict[bytes, int] = {}  # digest of several entries -> its last entry not yet taken below the anchor
+
+    def take_before(p: int, high: int | None) -> bool:
+        """Give line p the last entry of its digest below ``high`` not taken yet; False if there is none."""
         d = digests[p]
         hits = more.get(d)
         if hits is None:
-            if d not in used and (high is None or first[d] < high):
-                matched[p] = first[d]
-                used.add(d)
-            else:
-                later.append(p)
-            continue
-        k = below.get(d, (len(hits) if high is None else bisect.bisect_left(hits, high)) - 1)
-        if k >= 0:
-            free[d][k] = k + 1
-            matched[p] = hits[k]
-            below[d] = k - 1
+            i = first[d]
+            if d in used or high is not None and i >= high:
+                return False
+            used.add(d)
         else:
+            k = below.get(d, (len(hits) if high is None else bisect.bisect_left(hits, high)) - 1)
+            if k < 0:
+                return False
+            free[d][k], below[d] = k + 1, k - 1
+            i = hits[k]
+        matched[p] = i
+        return True
+
+    high = matched[bounds[0]] if bounds else None
+    for p in reversed(rest[:head]):
+        if not take_before(p, high):
             later.append(p)
     b = 0  # bounds[b] is the first anchor after p
     for p in rest[head:]:
@@ -507,12 +519,8 @@ def _classify(digests: Sequence[bytes], matched: list[int | None], unassigned: l
         for p in lines[len(entries) :]:
             if open_side is not None:
                 status[p] = UNCOVERED
-                start, end = covers
-                where = f"before index {start}" if open_side == "before" else f"at index {end} or later"
-                add(p, Finding(UNCOVERED, (p + 1,), (),
-                               f"line {p + 1} is not judged: it is not among the source's entries in [{start}, {end}) "
-                               f"and may be notarized {where} (check it against the notary with --url, or with a "
-                               f"bundle that {'starts earlier' if open_side == 'before' else 'reaches further'})"))
+                add(p, _uncovered(p, open_side == "before", covers,
+                                  f"it is not among the source's entries in [{covers[0]}, {covers[1]})"))
                 continue
             add(p, Finding(INSERTED, (p + 1,), (),
                                     f"line {p + 1} was inserted: it is not in the log{_elsewhere(known.get(digests[p]))}, "

@@ -135,13 +135,18 @@ def is_sealed_run(log: Log, digests: list[bytes]) -> bool:
     return any(mine[k : k + len(digests)] == digests for k in range(len(mine) - len(digests) + 1))
 
 
-def test_a_lying_lookup_never_makes_a_file_clean_that_is_not_the_source_entries_of_its_span():
-    rng = random.Random(20261204)
-    verdicts: dict[tuple[str, str], set[str]] = {}
-    for _ in range(400):
+def trials(seed: int, count: int):
+    """``count`` random logs, each with its file changed one random way: (rng, log, kind, lines, digests)."""
+    rng = random.Random(seed)
+    for _ in range(count):
         log, texts, _ = make_log(rng)
         kind, lines = tamper(rng, texts)
-        digests = [digest(line) for line in lines]
+        yield rng, log, kind, lines, [digest(line) for line in lines]
+
+
+def test_a_lying_lookup_never_makes_a_file_clean_that_is_not_the_source_entries_of_its_span():
+    verdicts: dict[tuple[str, str], set[str]] = {}
+    for rng, log, kind, lines, digests in trials(20261204, 400):
         for name, lie in {"honest": honest, **liars(rng, log)}.items():
             report = forensics.analyse(digests, Index(log, lie))
             check_sound(log, digests, report)
@@ -155,12 +160,8 @@ def test_a_lying_lookup_never_makes_a_file_clean_that_is_not_the_source_entries_
 
 def test_an_honest_index_calls_a_file_clean_exactly_when_it_is_a_run_of_the_source_sealed_entries():
     """Whatever was done to the file: an edit, a deletion, an insertion, a swap, a move, a duplicated or a cut-off line."""
-    rng = random.Random(4)
     seen: dict[tuple[str, bool], int] = {}
-    for _ in range(1500):
-        log, texts, _ = make_log(rng)
-        kind, lines = tamper(rng, texts)
-        digests = [digest(line) for line in lines]
+    for _, log, kind, lines, digests in trials(4, 1500):
         report = forensics.analyse(digests, Index(log, honest))
         check_sound(log, digests, report)
         expected = is_sealed_run(log, digests)
@@ -238,12 +239,8 @@ def test_a_bundle_of_part_of_the_log_never_calls_an_untouched_file_tampered_and_
     once outside the bundle, can still pair a line with the wrong entry: the untouched reading of the file
     (forensics._honest_overlap) must then win over the tampering the pairing suggests.
     """
-    rng = random.Random(1205)
     seen: dict[tuple[str, str], int] = {}
-    for _ in range(2000):
-        log, texts, _ = make_log(rng)
-        kind, lines = tamper(rng, texts)
-        digests = [digest(line) for line in lines]
+    for rng, log, kind, lines, digests in trials(1205, 2000):
         start = rng.randrange(log.size) if rng.random() < 0.7 else 0  # (some bundles start at the log's start
         end = rng.randrange(start + 1, log.size + 1) if rng.random() < 0.7 else log.size  # or end at its end)
         report = forensics.analyse(digests, Bundle(log, start, end))
